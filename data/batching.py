@@ -1,0 +1,81 @@
+"""Training groups (1 positive + k negatives), a seeded epoch order and the collate that tokenizes."""
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import torch
+
+
+class GroupDataset(torch.utils.data.Dataset):
+    """Mined rows -> (query, [positive, k negatives]).
+
+    When a row holds more negatives than the group needs, each epoch draws a different subset,
+    seeded by (seed, epoch, row) so a resumed run sees exactly the groups a straight run would.
+    """
+
+    def __init__(self, rows, group_size: int, seed: int = 0):
+        if group_size < 2:
+            raise ValueError("train.group_size must be >= 2 (one positive and at least one negative)")
+        # plain lists: row access on an Arrow table costs more than the whole collate
+        self.rows = rows if isinstance(rows, list) else rows.to_list()
+        self.group_size, self.seed, self.epoch = group_size, seed, 0
+        have = min((len(r["negatives"]) for r in self.rows), default=0)
+        if have < group_size - 1:
+            raise ValueError(f"train.group_size={group_size} needs {group_size - 1} negatives per row but the mined "
+                             f"rows have {have}; lower train.group_size or raise mining.num_negatives")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[str, list[str]]:
+        row = self.rows[int(i)]
+        negs = row["negatives"]
+        k = self.group_size - 1
+        if len(negs) > k:
+            negs = random.Random(f"{self.seed}:{self.epoch}:{i}").sample(negs, k)
+        return row["query"], [row["positive"], *negs]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A permutation that depends only on (seed, epoch): the data order survives a resume."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class GroupCollator:
+    """Tokenize (query, passage) pairs once per batch; labels mark the positive at position 0."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, batch: Sequence[tuple[str, list[str]]]) -> dict:
+        queries = [q for q, docs in batch for _ in docs]
+        passages = [d for _, docs in batch for d in docs]
+        features = tokenize_pairs(self.tokenizer, queries, passages, self.max_length)
+        group = len(batch[0][1])
+        labels = torch.zeros(len(batch), group)
+        labels[:, 0] = 1.0
+        return {"features": features, "labels": labels}
+
+
+def tokenize_pairs(tokenizer, queries: list[str], passages: list[str], max_length: int) -> dict:
+    # longest_first trims the passage first and never fails on a long query, unlike only_second
+    return dict(tokenizer(queries, passages, truncation="longest_first", max_length=max_length,
+                          padding=True, return_tensors="pt"))

@@ -1,0 +1,169 @@
+"""The trainer end to end on CPU with a tiny random BERT: loop, resume, accumulation, export, evaluate."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from data.types import DataError
+from train.checkpoint import list_checkpoints
+from train.cli import main
+from train.commands import evaluate_command, export_command, mine_command, rerank_command
+from train.config import run_dir
+from train.loop import train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def weights(folder) -> dict:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(a, b, atol=0.0, skip=()):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in set(wa) - set(skip):
+        torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=0 if atol == 0 else 1e-5, msg=k)
+
+
+def test_end_to_end_mine_train_export_crossencoder_evaluate(tiny_cfg, capsys):
+    cfg = tiny_cfg()
+    stats = mine_command(cfg)
+    assert stats["rows"] > 0 and stats["queries_used"] <= 45
+    summary = train(cfg)
+    out = run_dir(cfg)
+    assert summary["steps"] == 4
+    assert [s for s, _ in list_checkpoints(out)] == [2, 4]
+    assert (out / "best" / "dev_metrics.json").exists()
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+
+    export = export_command(cfg, source=str(out / "step_000004"))
+    config = json.loads((export / "config.json").read_text())
+    assert config["num_labels"] == 1 if "num_labels" in config else len(config["id2label"]) == 1
+    assert (export / "tokenizer.json").exists() and (export / "README.md").exists()
+    assert json.loads((export / "tokenizer_config.json").read_text())["model_max_length"] == cfg.model.max_length
+
+    # the export, the checkpoint and sentence-transformers give the same scores
+    from sentence_transformers import CrossEncoder
+    from train.scoring import CrossEncoderScorer
+
+    pairs = [("can my landlord raise the rent twice a year?", "Residential Tenancies Act: A landlord must not..."),
+             ("how long is location data kept?", "We retain location data for 18 months."),
+             ("who pays the supplier?", "The Buyer shall pay all invoices within thirty days.")]
+    ours = CrossEncoderScorer.from_pretrained(str(out / "step_000004"), device="cpu").score(pairs)
+    exported = CrossEncoderScorer.from_pretrained(str(export), device="cpu").score(pairs)
+    st = CrossEncoder(str(export), device="cpu").predict(pairs)
+    np.testing.assert_allclose(ours, exported, atol=1e-5)
+    np.testing.assert_allclose(st, ours, atol=1e-4)  # logits, not sigmoid: the card says so
+    assert "raw logits" in (export / "README.md").read_text()
+
+    report = evaluate_command(cfg, model=str(export))
+    ev = out / "eval_test"
+    assert {"report.json", "report.md", "bm25.trec", "reranked.trec", "config.yaml"} <= {p.name for p in ev.iterdir()}
+    assert report["queries"] == 30
+    assert set(report["metrics"]) == {"nDCG@10", "MRR@10", "Recall@10", "Recall@100", "MAP"}
+    assert 0 < report["metrics"]["nDCG@10"]["BM25"] <= 1
+
+    rerank_command(cfg, {"q": "how long does the running app keep where I have been?"}, model=str(export), top_n=3)
+    printed = capsys.readouterr().out
+    assert "BM25 #" in printed and "  1." in printed
+
+
+def test_resume_from_step_2_equals_a_straight_run(tiny_cfg, mined_tiny):
+    straight = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", "run.name=straight", "data.dev_split=''")
+    train(straight)
+    resumed = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", "run.name=resumed", "data.dev_split=''")
+    train(resumed, resume=str(run_dir(straight) / "step_000002"))
+    assert_same_weights(run_dir(straight) / "step_000004" / "model", run_dir(resumed) / "step_000004" / "model")
+
+
+def test_resume_latest_continues_and_refuses_a_silent_restart(tiny_cfg, mined_tiny):
+    cfg = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", "data.dev_split=''", "train.max_steps=2")
+    train(cfg)
+    with pytest.raises(DataError, match="--resume latest"):
+        train(cfg)
+    longer = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", "data.dev_split=''", "train.max_steps=4")
+    assert train(longer, resume="latest")["steps"] == 4
+    assert [s for s, _ in list_checkpoints(run_dir(cfg))] == [2, 4]
+
+
+def test_batch_8_equals_batch_2_times_accumulation_4(tiny_cfg, mined_tiny):
+    common = [f"train.dataset={mined_tiny / 'dataset'}", "data.dev_split=''", "train.max_steps=2",
+              "train.schedule=constant", "train.save_every=2"]
+    big = tiny_cfg(*common, "run.name=big", "train.batch_size=8", "train.grad_accum=1")
+    small = tiny_cfg(*common, "run.name=small", "train.batch_size=2", "train.grad_accum=4")
+    train(big)
+    train(small)
+    # Adam divides by the gradient's own scale, so float noise in near-zero gradients moves a few weights
+    # by ~1e-5; any real difference in the groups or the averaging moves them by ~lr (1e-3). The head's bias
+    # is skipped: a softmax over the group ignores a shared shift, so its gradient is pure rounding noise
+    assert_same_weights(run_dir(big) / "step_000002" / "model", run_dir(small) / "step_000002" / "model",
+                        atol=1e-4, skip=["classifier.bias"])
+
+
+def test_two_cpu_processes_train_and_save_one_loadable_checkpoint(tiny_cfg, mined_tiny, tmp_path):
+    cfg = tiny_cfg()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "configs" / "accelerate" / "cpu.yaml"), "-m", "train", "--config", str(ROOT / "configs" / "tiny.yaml"),
+           f"model.name={cfg.model.name}", f"run.root={cfg.run.root}", f"data.path={cfg.data.path}",
+           "run.name=ddp", f"train.dataset={mined_tiny / 'dataset'}", "train.max_steps=2", "train.save_every=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout and proc.stdout.count("train | {") == 1  # one run, not two
+    out = run_dir(cfg).parent / "ddp"
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+    state = out / "step_000002" / "state"
+    assert (state / "random_states_0.pkl").exists() and (state / "random_states_1.pkl").exists()
+    from sentence_transformers import CrossEncoder
+
+    scores = CrossEncoder(str(out / "step_000002" / "model"), device="cpu").predict([("a query", "a passage")])
+    assert np.isfinite(scores).all()
+
+
+def test_cli_errors_name_the_key_and_the_fix(tiny_cfg, capsys):
+    cfg = tiny_cfg()
+    assert main(["train", "--config", str(ROOT / "configs" / "tiny.yaml"), "train.lrr=1"]) == 2
+    assert "train.lrr" in capsys.readouterr().err
+    # training before mining names the missing step
+    args = ["train", "--config", str(ROOT / "configs" / "tiny.yaml"), f"model.name={cfg.model.name}",
+            f"run.root={cfg.run.root}", f"data.path={cfg.data.path}"]
+    assert main(args) == 2
+    assert "crosstune mine" in capsys.readouterr().err
+    # a second mine refuses to overwrite; --overwrite replaces
+    mine_args = ["mine", *args[1:]]
+    assert main(mine_args) == 0
+    assert main(mine_args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*mine_args, "--overwrite"]) == 0
+    assert not any(p.name.startswith(".") for p in run_dir(cfg).iterdir())  # no temporary folder left
+
+
+def test_a_classifier_with_two_labels_is_refused(tmp_path, tiny_model):
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    from train.model import load_model
+
+    config = AutoConfig.from_pretrained(tiny_model, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "two")
+    with pytest.raises(DataError, match="num_labels=2; a reranker needs num_labels=1"):
+        load_model(str(tmp_path / "two"))
+
+
+def test_default_base_is_checksum_verified(monkeypatch):
+    from train import model
+
+    folder = model.resolve_model(model.DEFAULT_BASE)
+    assert os.path.exists(os.path.join(folder, "model.safetensors"))
+    monkeypatch.setattr(model, "DEFAULT_BASE_SHA256", "0" * 64)
+    with pytest.raises(DataError, match="sha256"):
+        model.resolve_model(model.DEFAULT_BASE)

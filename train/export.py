@@ -1,0 +1,97 @@
+"""Export: a plain Hugging Face folder that transformers and sentence-transformers load, plus a model card."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from data.types import DataError
+
+from .config import Config, to_yaml
+from .model import DEFAULT_BASE
+
+# sentence-transformers applies a sigmoid to 1-logit models unless config.json names another function;
+# Identity keeps CrossEncoder.predict equal to the logits our own scorer returns
+IDENTITY = "torch.nn.modules.linear.Identity"
+
+
+def serving_config(cfg: Config, dev: dict | None) -> dict:
+    """What a server needs to format inputs and fuse scores as training did (read back by train.scoring)."""
+    weight = dev["fusion_weight"] if dev else (cfg.eval.fusion_weight or 0.0)
+    return {"use_title": cfg.data.use_title, "max_length": cfg.model.max_length, "scores": "logits",
+            "first_stage": {"name": "bm25", **{k: getattr(cfg.bm25, k) for k in ("method", "k1", "b")}},
+            "fusion": {"weight": weight, "normalisation": "per-query min-max over the reranked candidates",
+                       "formula": "weight * bm25 + (1 - weight) * cross_encoder"}}
+
+
+def export_model(src: Path, out: Path, cfg: Config, dev_metrics: dict | None) -> None:
+    """Write the model, tokenizer (tokenizer.json), crosstune.json and README.md into `out`."""
+    import sentence_transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(src)
+    if model.config.num_labels != 1:
+        raise DataError(f"{src} has num_labels={model.config.num_labels}; a reranker needs num_labels=1")
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError(f"{src}: only a fast tokenizer writes tokenizer.json; retrain from a model with one")
+    tokenizer.model_max_length = cfg.model.max_length
+    model.config.sentence_transformers = {"activation_fn": IDENTITY, "version": sentence_transformers.__version__}
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "crosstune.json").write_text(json.dumps(serving_config(cfg, dev_metrics), indent=1))
+    (out / "README.md").write_text(model_card(cfg, dev_metrics))
+
+
+def model_card(cfg: Config, dev_metrics: dict | None) -> str:
+    base = "sentence-transformers/all-MiniLM-L6-v2" if cfg.model.name == DEFAULT_BASE else cfg.model.name
+    if dev_metrics:
+        from .metrics import format_table
+
+        metrics = (f"Dev split `{cfg.data.dev_split}`, BM25 top-{cfg.eval.dev_depth} reranked, step "
+                   f"{dev_metrics['step']}; `reranked` fuses BM25 with weight {dev_metrics['fusion_weight']}, "
+                   f"`cross-encoder` is this model alone:\n\n{format_table(dev_metrics)}")
+    else:
+        metrics = "No dev evaluation was run for this model."
+    weight = serving_config(cfg, dev_metrics)["fusion"]["weight"]
+    title_note = "`<title>: <text>`" if cfg.data.use_title else "the passage text alone"
+    return f"""---
+base_model: {base}
+library_name: sentence-transformers
+pipeline_tag: text-ranking
+tags: [cross-encoder, reranker, crosstune]
+---
+# Cross-encoder reranker: {cfg.run.name}
+
+Fine-tuned with crosstune from `{base}` as a cross-encoder (one relevance logit per query-passage pair).
+
+## Scores
+Scores are **raw logits**, not probabilities: higher means more relevant, and only their order within a
+query matters. `config.json` sets sentence-transformers' `activation_fn` to Identity, so
+`CrossEncoder.predict` returns the same logits; apply a sigmoid yourself if you want values in (0, 1).
+
+crosstune ranks by `{weight} * bm25 + {1 - weight:.2f} * logit`, each min-max normalised over a query's
+candidates (weight tuned on dev; `crosstune.json` carries it). With weight 0 the logits alone rank.
+
+## Inputs
+Pairs of (query, passage) where the passage is {title_note}, truncated to {cfg.model.max_length} tokens in
+total. `crosstune.json` records this for serving code.
+
+```python
+from sentence_transformers import CrossEncoder
+model = CrossEncoder("path/to/this/folder")
+scores = model.predict([("query", "passage"), ...])
+```
+
+## Data
+Corpus and judgments from `{cfg.data.path}` (split `{cfg.data.train_split}`); hard negatives mined with
+BM25 ({cfg.bm25.method}, k1={cfg.bm25.k1}, b={cfg.bm25.b}) from ranks {list(cfg.mining.negative_range)} of the
+top {cfg.mining.depth}, {cfg.mining.num_negatives} per positive.
+
+## Dev metrics
+{metrics}
+
+## Training config
+```yaml
+{to_yaml(cfg).rstrip()}
+```
+"""

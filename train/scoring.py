@@ -1,0 +1,82 @@
+"""Scorers: anything that maps (query, passage) pairs to relevance scores.
+
+The rerank pipeline only needs `score(pairs)`, so another backend (ONNX, an HTTP service, a teacher)
+can implement the same protocol. This module loads plain Hugging Face folders and never imports the trainer.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+from data.batching import tokenize_pairs
+
+
+class Scorer(Protocol):
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray: ...
+
+
+class CrossEncoderScorer:
+    """A sequence-classification model with one logit; scores are raw logits."""
+
+    def __init__(self, model, tokenizer, max_length: int = 256, batch_size: int = 64,
+                 precision: str = "no", progress: bool = False):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_length, self.batch_size, self.precision, self.progress = max_length, batch_size, precision, progress
+
+    @classmethod
+    def from_pretrained(cls, path: str, max_length: int | None = None, device: str | None = None, **kwargs):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        folder = Path(path)
+        if (folder / "model" / "config.json").exists():  # a training checkpoint
+            folder = folder / "model"
+            path = str(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        if model.config.num_labels != 1:
+            raise ValueError(f"{path} has num_labels={model.config.num_labels}; a reranker needs num_labels=1")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model.to(device).eval()
+        max_length = max_length or min(int(tokenizer.model_max_length), 512)
+        return cls(model, tokenizer, max_length=max_length, **kwargs)
+
+    def autocast(self):
+        if self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        # sorting by length makes each batch pad to nearly its own length: far less wasted work
+        order = np.argsort([-(len(q) + len(d)) for q, d in pairs], kind="stable")
+        out = np.empty(len(pairs), dtype=np.float32)
+        starts = range(0, len(pairs), self.batch_size)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="scoring", unit="batch")
+        for start in starts:
+            idx = order[start:start + self.batch_size]
+            feats = tokenize_pairs(self.tokenizer, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx],
+                                   self.max_length)
+            feats = {k: v.to(self.device) for k, v in feats.items()}
+            with self.autocast():
+                logits = self.model(**feats).logits
+            out[idx] = logits.view(-1).float().cpu().numpy()
+        return out
+
+
+def read_serving_config(path: str) -> dict:
+    """crosstune.json in an export records how passages were formatted for training."""
+    f = Path(path) / "crosstune.json"
+    return json.loads(f.read_text()) if f.exists() else {}
