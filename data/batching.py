@@ -60,19 +60,41 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 class GroupCollator:
-    """Tokenize (query, passage) pairs once per batch; labels mark the positive at position 0."""
+    """Tokenize (query, passage) pairs once per batch; labels mark the positive at position 0.
 
-    def __init__(self, tokenizer, max_length: int):
-        self.tokenizer, self.max_length = tokenizer, max_length
+    With `chunk` > 0 the pairs are sorted by length and padded in chunks of that many sequences:
+    on a CPU padding is real work, and a batch padded to its longest passage wastes much of it.
+    The model then runs once per chunk and `order` puts the logits back in group order.
+    """
+
+    def __init__(self, tokenizer, max_length: int, chunk: int = 0):
+        self.tokenizer, self.max_length, self.chunk = tokenizer, max_length, chunk
 
     def __call__(self, batch: Sequence[tuple[str, list[str]]]) -> dict:
         queries = [q for q, docs in batch for _ in docs]
         passages = [d for _, docs in batch for d in docs]
-        features = tokenize_pairs(self.tokenizer, queries, passages, self.max_length)
         group = len(batch[0][1])
         labels = torch.zeros(len(batch), group)
         labels[:, 0] = 1.0
-        return {"features": features, "labels": labels}
+        if self.chunk <= 0 or self.chunk >= len(queries):
+            return {"chunks": [tokenize_pairs(self.tokenizer, queries, passages, self.max_length)], "labels": labels}
+        enc = self.tokenizer(queries, passages, truncation="longest_first", max_length=self.max_length)
+        by_length = sorted(range(len(queries)), key=lambda i: len(enc["input_ids"][i]))
+        chunks = []
+        for start in range(0, len(by_length), self.chunk):
+            rows = [{k: enc[k][i] for k in enc} for i in by_length[start:start + self.chunk]]
+            chunks.append(dict(self.tokenizer.pad(rows, return_tensors="pt")))
+        order = torch.empty(len(by_length), dtype=torch.long)
+        order[torch.tensor(by_length)] = torch.arange(len(by_length))
+        return {"chunks": chunks, "order": order, "labels": labels}
+
+
+def group_logits(model, batch: dict, group: int) -> torch.Tensor:
+    """Logits [batch, group] from one forward pass per chunk, back in the collator's pair order."""
+    logits = torch.cat([model(**chunk).logits.view(-1) for chunk in batch["chunks"]])
+    if "order" in batch:
+        logits = logits[batch["order"]]
+    return logits.view(-1, group)
 
 
 def tokenize_pairs(tokenizer, queries: list[str], passages: list[str], max_length: int) -> dict:

@@ -7,7 +7,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from .types import Corpus, DataError, Doc, Qrels, Queries
 
@@ -23,7 +23,7 @@ class DataConfig:
     # for format hf: the dataset holding qrels (BEIR's hub layout keeps them in "<path>-qrels")
     qrels_path: str = ""
     train_split: str = "train"
-    dev_split: str = "dev"
+    dev_split: Optional[str] = "dev"  # empty: train without dev checks
     test_split: str = "test"
     # prefix the document title to its text ("<title>: <text>") everywhere a passage is read
     use_title: bool = True

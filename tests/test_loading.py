@@ -358,4 +358,4 @@ def test_demo_set_loads():
         assert all(any(r > 0 for r in docs.values()) for docs in qrels.values())
         assert not seen & set(queries), f"{split} shares queries with another split"
         seen |= set(queries)
-    assert sizes == {"train": 45, "dev": 15, "test": 30}
+    assert sizes == {"train": 165, "dev": 15, "test": 30}

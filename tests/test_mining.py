@@ -197,7 +197,7 @@ def test_mining_demo_set_end_to_end():
     run = BM25Index.build(corpus, BM25Config(), progress=False).search(queries, 50)
     cfg = MiningConfig(depth=50, negative_range=[0, 50], num_negatives=15, seed=42)
     rows, stats = mine(corpus, queries, qrels, run, cfg)
-    assert stats["queries"] == 45 and stats["rows"] == len(rows) > 0
+    assert stats["queries"] == 165 and stats["rows"] == len(rows) > 0
     for row in rows:
         positives = {d for d, r in qrels[row["query_id"]].items() if r > 0}
         assert not positives & set(row["negative_ids"])

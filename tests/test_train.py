@@ -36,7 +36,7 @@ def assert_same_weights(a, b, atol=0.0, skip=()):
 def test_end_to_end_mine_train_export_crossencoder_evaluate(tiny_cfg, capsys):
     cfg = tiny_cfg()
     stats = mine_command(cfg)
-    assert stats["rows"] > 0 and stats["queries_used"] <= 45
+    assert stats["rows"] > 0 and stats["queries_used"] <= 165
     summary = train(cfg)
     out = run_dir(cfg)
     assert summary["steps"] == 4
@@ -59,8 +59,8 @@ def test_end_to_end_mine_train_export_crossencoder_evaluate(tiny_cfg, capsys):
     pairs = [("can my landlord raise the rent twice a year?", "Residential Tenancies Act: A landlord must not..."),
              ("how long is location data kept?", "We retain location data for 18 months."),
              ("who pays the supplier?", "The Buyer shall pay all invoices within thirty days.")]
-    ours = CrossEncoderScorer.from_pretrained(str(out / "step_000004"), device="cpu").score(pairs)
-    exported = CrossEncoderScorer.from_pretrained(str(export), device="cpu").score(pairs)
+    ours = CrossEncoderScorer.from_pretrained(str(out / "step_000004"), device="cpu", precision="no").score(pairs)
+    exported = CrossEncoderScorer.from_pretrained(str(export), device="cpu", precision="no").score(pairs)
     st = CrossEncoder(str(export), device="cpu").predict(pairs)
     np.testing.assert_allclose(ours, exported, atol=1e-5)
     np.testing.assert_allclose(st, ours, atol=1e-4)  # logits, not sigmoid: the card says so

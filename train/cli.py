@@ -120,6 +120,7 @@ def dispatch(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
     import transformers
 
     transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here

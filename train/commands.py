@@ -107,8 +107,8 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     serving = read_serving_config(model_path)
     use_title = serving.get("use_title", cfg.data.use_title)
     weight = fusion_weight(cfg, serving)
-    scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
-                                                batch_size=cfg.eval.batch_size, progress=True)
+    scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length, progress=True,
+                                                batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
     t0 = time.time()
     final, ce = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, use_title, weight)
     t_rerank = time.time() - t0
@@ -117,7 +117,7 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     if weight:
         runs["cross-encoder"] = with_tail(ce, bm25)
     report = compare(qrels, runs, list(cfg.eval.recall_at))
-    report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=weight,
+    report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=weight, precision=scorer.precision,
                   seconds={"bm25": round(t_bm25, 2), "rerank": round(t_rerank, 2)})
     table = format_table(report)
     with atomic_dir(out) as tmp:
@@ -166,7 +166,7 @@ def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_
     model_path = str(model or default_model(cfg))
     serving = read_serving_config(model_path)
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
-                                                batch_size=cfg.eval.batch_size)
+                                                batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
     # 2. BM25 top-k, then rerank and print
     bm25 = index.search(queries, cfg.eval.depth)
     reranked, _ = rerank(bm25, queries, corpus, scorer, cfg.eval.depth,

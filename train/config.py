@@ -53,6 +53,9 @@ class TrainConfig:
     eval_every: int = 100  # optimizer steps between dev evaluations (0: only at the end; needs data.dev_split)
     log_every: int = 10
     num_workers: int = 0
+    # sequences per forward pass, sorted by length so each chunk pads only to its own longest: on a CPU
+    # this skips most padding work; 0 runs the whole micro-batch at once (better on a GPU)
+    forward_chunk: int = 0
     dropout: Optional[float] = None  # None keeps the base model's; 0 makes runs bit-reproducible
 
 
@@ -60,7 +63,8 @@ class TrainConfig:
 class EvalConfig:
     depth: int = 100  # BM25 candidates reranked per query
     dev_depth: int = 30  # candidates reranked for the dev check during training (cheaper)
-    batch_size: int = 64  # pairs per forward pass when scoring
+    batch_size: int = 32  # pairs per forward pass when scoring (sorted by length, so little padding)
+    precision: str = "auto"  # scoring: auto (bf16 where the hardware has it) | no | bf16 | fp16
     # weight of the min-max normalised BM25 score in the final score (the rest is the cross-encoder's):
     # a small model trained on little data still misses exact-term evidence BM25 has. None tunes it on
     # dev during training and the export carries it; 0 ranks by the cross-encoder alone
@@ -85,6 +89,7 @@ CHOICES = {
     "train.precision": ("no", "fp16", "bf16"),
     "bm25.backend": ("bm25s", "rank_bm25"),
     "data.format": ("auto", "beir", "msmarco", "hf"),
+    "eval.precision": ("auto", "no", "bf16", "fp16"),
 }
 
 

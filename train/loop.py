@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from data.batching import EpochSampler, GroupCollator, GroupDataset
+from data.batching import EpochSampler, GroupCollator, GroupDataset, group_logits
 from data.bm25 import load_or_build
 from data.loading import load_corpus, load_split
 from data.types import DataError
@@ -143,7 +143,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
         raise DataError(f"{ddir}: the mined dataset is empty; see mined/stats.json for why queries were dropped")
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size,
                                          sampler=EpochSampler(len(dataset), cfg.train.seed),
-                                         collate_fn=GroupCollator(tokenizer, cfg.model.max_length),
+                                         collate_fn=GroupCollator(tokenizer, cfg.model.max_length, cfg.train.forward_chunk),
                                          num_workers=cfg.train.num_workers)
     dev = DevSet(cfg) if cfg.data.dev_split and is_main else None
 
@@ -188,7 +188,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
         for batch in epoch_loader:
             batch_in_epoch += 1
             with accelerator.accumulate(model):
-                logits = model(**batch["features"]).logits.view(-1, group)
+                logits = group_logits(model, batch, group)
                 loss = loss_fn(logits, batch["labels"])
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
@@ -206,7 +206,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
             recent.append((step_loss, logits.detach().float().std().item()))
             losses = []
             if step % cfg.train.log_every == 0 or step == steps:
-                record = {"step": step, "epoch": epoch, "loss": round(step_loss, 5),
+                record = {"step": step, "epoch": epoch, "loss": round(step_loss, 5), "elapsed_s": round(time.time() - t0, 3),
                           "lr": scheduler.get_last_lr()[0], "pairs_per_s": round(pairs_seen / (time.time() - t0), 1)}
                 log_metrics(accelerator, out, record)
                 bar.set_postfix(loss=f"{step_loss:.4f}")

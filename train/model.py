@@ -45,6 +45,7 @@ def check_num_labels(config, name: str) -> None:
 
 
 def load_model(name: str, dropout: float | None = None):
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = resolve_model(name)
@@ -53,9 +54,10 @@ def load_model(name: str, dropout: float | None = None):
     except OSError as e:
         raise DataError(f"model {name!r}: {str(e).splitlines()[0]}; give a local folder or a Hugging Face id") from None
     check_num_labels(config, name)
-    kwargs = {}
+    # fp32 master weights whatever the file stores: mixed precision is Accelerate's job (autocast)
+    kwargs = {"dtype": torch.float32}
     if dropout is not None:
-        kwargs = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        kwargs.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
 
 

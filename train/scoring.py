@@ -16,6 +16,21 @@ import torch
 from data.batching import tokenize_pairs
 
 
+def cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def auto_precision(device: torch.device) -> str:
+    """bf16 where the hardware does it natively (recent GPUs, CPUs with AVX512-BF16/AMX), else fp32."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "no"
+
+
 class Scorer(Protocol):
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray: ...
 
@@ -36,13 +51,15 @@ class CrossEncoderScorer:
         if (folder / "model" / "config.json").exists():  # a training checkpoint
             folder = folder / "model"
             path = str(folder)
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         if model.config.num_labels != 1:
             raise ValueError(f"{path} has num_labels={model.config.num_labels}; a reranker needs num_labels=1")
         tokenizer = AutoTokenizer.from_pretrained(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device).eval()
         max_length = max_length or min(int(tokenizer.model_max_length), 512)
+        if kwargs.get("precision", "auto") == "auto":
+            kwargs["precision"] = auto_precision(torch.device(device))
         return cls(model, tokenizer, max_length=max_length, **kwargs)
 
     def autocast(self):

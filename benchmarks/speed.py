@@ -1,0 +1,305 @@
+"""Speed against the peers on legalbench-rag, both sides in the same run on the same machine.
+
+    python benchmarks/speed.py            # every CPU row (~30 min on 2 cores); writes BENCHMARKS.md
+    python benchmarks/speed.py --quick    # a smaller version (~5 min)
+
+Rows: 1. BM25 mining, crosstune (bm25s) vs rank_bm25; 2. training pairs/s, `crosstune train` vs
+sentence-transformers' CrossEncoderTrainer; 3. reranking latency, crosstune's scorer vs CrossEncoder.predict;
+4. BM25 + rerank over a 500k-passage legal corpus. Ends with one JSON line of ratios and latencies.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import LEGAL, ROOT, machine, median, pct, timed, traced, write_section  # noqa: E402
+from data.bm25 import BM25Config, BM25Index  # noqa: E402
+from data.loading import DataConfig, load_corpus, load_split  # noqa: E402
+from data.types import Doc, doc_text, ranked  # noqa: E402
+
+WARMUP, STEPS = 3, 20
+
+
+def bench_mining(corpus, queries, quick: bool) -> tuple[str, dict]:
+    # 1. crosstune's index and top-100 for every train query (median of 3 passes)
+    fast, build_s, build_mb = traced(lambda: BM25Index.build(corpus, BM25Config(), progress=False))
+    passes = [timed(lambda: fast.search(queries, 100))[1] for _ in range(3)]
+    fast_qps = len(queries) / median(passes)
+    # 2. rank_bm25 with the same variant (Lucene idf), k1, b and tokens, on a sample of queries
+    ref, ref_build_s, ref_mb = traced(lambda: BM25Index.build(corpus, BM25Config(backend="rank_bm25"), progress=False))
+    sample = random.Random(0).sample(sorted(queries), 20 if quick else 100)
+    subset = {q: queries[q] for q in sample}
+    ref_run, ref_s = timed(lambda: ref.search(subset, 100))
+    ref_qps = len(sample) / ref_s
+    fast_run = fast.search(subset, 100)
+    same = sum(ranked(fast_run[q])[:10] == ranked(ref_run[q])[:10] for q in sample) / len(sample)
+    x = fast_qps / ref_qps
+    table = f"""### 1. BM25 mining: top-100 for the {len(queries):,} train queries over {len(corpus):,} passages
+
+| | crosstune (bm25s) | rank_bm25 | ratio |
+|---|---|---|---|
+| queries / s | {fast_qps:,.0f} (median of 3 passes over all queries) | {ref_qps:,.1f} (a sample of {len(sample)} queries) | **{x:,.0f}x** |
+| index build | {build_s:.1f} s | {ref_build_s:.1f} s | {ref_build_s / build_s:.1f}x |
+| peak memory while indexing (tracemalloc) | {build_mb:,.0f} MiB | {ref_mb:,.0f} MiB | |
+| same top-10 as rank_bm25 | {same:.1%} of the sampled queries | | |
+
+Same BM25 variant (Lucene idf, k1=1.5, b=0.75), same tokens (crosstune's analyzer feeds both).
+"""
+    return table, {"mining_x": round(x, 1), "mining_qps": round(fast_qps), "mining_top10_same": round(same, 4),
+                   "index_build_s": round(build_s, 2)}
+
+
+def crosstune_pairs_per_s(mined: Path, precision: str, tmp: Path) -> float:
+    from train.config import load_config
+    from train.loop import train
+
+    cfg = load_config(ROOT / "configs" / "legal.yaml", [
+        f"run.root={tmp}", f"run.name=speed_{precision}", f"train.dataset={mined}", f"train.precision={precision}",
+        f"train.max_steps={WARMUP + STEPS}", "train.log_every=1", "train.eval_every=0", "train.save_every=100000",
+        "data.dev_split=", "train.warmup_ratio=0", "train.batch_size=4", "train.group_size=8"])
+    train(cfg)
+    log = [json.loads(l) for l in (tmp / f"speed_{precision}" / "metrics.jsonl").read_text().splitlines()]
+    t = {r["step"]: r["elapsed_s"] for r in log if "elapsed_s" in r}
+    return STEPS * 32 / (t[WARMUP + STEPS] - t[WARMUP])
+
+
+def st_pairs_per_s(mined: Path, precision: str, tmp: Path) -> float:
+    """CrossEncoderTrainer + BinaryCrossEntropyLoss(pos_weight=7), 32 pairs a step, as in its own examples."""
+    import time
+
+    import torch
+    from datasets import Dataset, load_from_disk
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from transformers import TrainerCallback
+
+    from train.model import DEFAULT_BASE, resolve_model
+
+    rows = load_from_disk(str(mined)).select(range(4 * (WARMUP + STEPS + 2)))
+    q, p, y = [], [], []
+    for r in rows:  # the same groups of 1 positive + 7 negatives, flattened into pairs
+        for i, text in enumerate([r["positive"], *r["negatives"][:7]]):
+            q.append(r["query"])
+            p.append(text)
+            y.append(float(i == 0))
+    stamps = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    model = CrossEncoder(resolve_model(DEFAULT_BASE), num_labels=1, max_length=256, device="cpu")
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(tmp / f"st_{precision}"), per_device_train_batch_size=32, max_steps=WARMUP + STEPS,
+        learning_rate=3e-5, warmup_ratio=0.0, bf16=precision == "bf16", use_cpu=True, save_strategy="no",
+        report_to="none", logging_steps=1000, seed=42, dataloader_drop_last=True)
+    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(7.0))
+    CrossEncoderTrainer(model=model, args=args, loss=loss, callbacks=[StepTimer()],
+                        train_dataset=Dataset.from_dict({"query": q, "passage": p, "label": y})).train()
+    return STEPS * 32 / (stamps[WARMUP + STEPS - 1] - stamps[WARMUP - 1])
+
+
+def bench_training(mined: Path, tmp: Path) -> tuple[str, dict]:
+    rows, out = [], {}
+    for precision in ("no", "bf16"):
+        ours, theirs = crosstune_pairs_per_s(mined, precision, tmp), st_pairs_per_s(mined, precision, tmp)
+        name = "fp32" if precision == "no" else "bf16"
+        rows.append(f"| {name} | {ours:.1f} | {theirs:.1f} | **{ours / theirs:.2f}x** |")
+        out[f"train_x_{name}"] = round(ours / theirs, 2)
+        out[f"train_pairs_per_s_{name}"] = round(ours, 1)
+    table = f"""### 2. Training throughput: MiniLM-L6, 32 pairs a step (4 queries x 8 passages), max length 256
+
+Pairs per second over {STEPS} optimizer steps after {WARMUP} warm-up steps, on the same mined legal groups.
+crosstune: `crosstune train` with configs/legal.yaml (listwise loss, length-sorted forward chunks of 8).
+Peer: sentence-transformers `CrossEncoderTrainer` + `BinaryCrossEntropyLoss(pos_weight=7)`, batch 32 pairs.
+
+| precision | crosstune pairs/s | sentence-transformers pairs/s | ratio |
+|---|---|---|---|
+""" + "\n".join(rows) + "\n"
+    return table, out
+
+
+def rerank_candidates(corpus, queries, qrels, index, n: int):
+    sample = random.Random(1).sample(sorted(qrels), min(n, len(qrels)))
+    run = index.search({q: queries[q] for q in sample}, 100)
+    return sample, run
+
+
+def bench_rerank(model_path: str, corpus, queries, qrels, index, quick: bool) -> tuple[str, dict]:
+    import time
+
+    from sentence_transformers import CrossEncoder
+
+    from train.metrics import aggregate, per_query
+    from train.rerank import with_tail
+    from train.scoring import CrossEncoderScorer
+
+    sample, run = rerank_candidates(corpus, queries, qrels, index, 20 if quick else 50)
+    pairs = {q: [(queries[q], doc_text(corpus[d])) for d in ranked(run[q])] for q in sample}
+    st = CrossEncoder(model_path, device="cpu", max_length=256)
+    systems = {
+        "sentence-transformers predict (defaults: fp32, batch 32)": lambda ps: st.predict(ps, show_progress_bar=False),
+        "crosstune fp32": CrossEncoderScorer.from_pretrained(model_path, 256, "cpu", precision="no").score,
+        "crosstune default (auto: bf16 here)": CrossEncoderScorer.from_pretrained(model_path, 256, "cpu").score,
+    }
+    results = {}
+    for name, score in systems.items():
+        score(pairs[sample[0]][:8])  # warm-up
+        lat, scored = [], {}
+        for q in sample:
+            t0 = time.perf_counter()
+            s = score(pairs[q])
+            lat.append(time.perf_counter() - t0)
+            scored[q] = {d: float(v) for d, v in zip(ranked(run[q]), s)}
+        ndcg = aggregate(per_query({q: qrels[q] for q in sample}, with_tail(scored, run), ["nDCG@10"]))["nDCG@10"]
+        results[name] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "docs_s": 100 * len(sample) / sum(lat), "ndcg": ndcg}
+    st_r, fp32_r, auto_r = results.values()
+    rows = "\n".join(f"| {n} | {r['p50'] * 1000:.0f} | {r['p95'] * 1000:.0f} | {r['docs_s']:.0f} | {r['ndcg']:.4f} | "
+                     f"{r['docs_s'] / st_r['docs_s']:.2f}x |" for n, r in results.items())
+    table = f"""### 3. Reranking latency: 100 BM25 candidates per query, {len(sample)} dev queries, one query at a time
+
+Model: `{model_path}` (exported crosstune model). nDCG@10 over the same queries shows what precision costs.
+
+| scorer | p50 ms/query | p95 ms/query | docs/s | nDCG@10 | speed vs predict |
+|---|---|---|---|---|---|
+{rows}
+
+Default path keeps {auto_r['ndcg'] / fp32_r['ndcg']:.2%} of the fp32 nDCG@10.
+"""
+    return table, {"rerank_x": round(auto_r["docs_s"] / st_r["docs_s"], 2),
+                   "rerank_x_fp32": round(fp32_r["docs_s"] / st_r["docs_s"], 2),
+                   "rerank_p95_s": round(auto_r["p95"], 3),
+                   "rerank_ndcg_kept": round(auto_r["ndcg"] / fp32_r["ndcg"], 4) if fp32_r["ndcg"] else None}
+
+
+SENTENCE = re.compile(r"(?<=[.;:!?])\s+")
+
+
+def grow_corpus(corpus: dict, size: int, seed: int = 0) -> dict:
+    """The shared corpus plus passages made by recombining sentences of one document (said in the table)."""
+    rng = random.Random(seed)
+    by_title: dict[str, list[str]] = {}
+    for doc in corpus.values():
+        by_title.setdefault(doc.title, []).extend(s for s in SENTENCE.split(doc.text) if len(s) > 20)
+    titles = [t for t, s in by_title.items() if len(s) >= 3]
+    big = dict(corpus)
+    for i in range(size - len(corpus)):
+        title = rng.choice(titles)
+        big[f"synthetic#{i}"] = Doc(title, " ".join(rng.sample(by_title[title], rng.randint(3, 6))))
+    return big
+
+
+def bench_search(model_path: str, corpus, queries, qrels, size: int, quick: bool) -> tuple[str, dict]:
+    from train.metrics import aggregate, per_query
+    from train.rerank import score_candidates, with_tail
+    from train.scoring import CrossEncoderScorer
+
+    big = grow_corpus(corpus, size)
+    index, build_s, build_mb = traced(lambda: BM25Index.build(big, BM25Config(), progress=False))
+    scorer = CrossEncoderScorer.from_pretrained(model_path, 256, "cpu")
+    # quality over depth: score the top-100 once, then rerank only the top-k of it
+    curve_q = random.Random(2).sample(sorted(qrels), 40 if quick else len(qrels))
+    run = index.search({q: queries[q] for q in curve_q}, 100)
+    ce = score_candidates(run, queries, big, scorer, 100)
+    depths, ndcg = [10, 20, 50, 100], {}
+    for k in depths:
+        head = {q: {d: ce[q][d] for d in ranked(run[q])[:k]} for q in curve_q}
+        ndcg[k] = aggregate(per_query({q: qrels[q] for q in curve_q}, with_tail(head, run), ["nDCG@10"]))["nDCG@10"]
+    bm25_ndcg = aggregate(per_query({q: qrels[q] for q in curve_q}, run, ["nDCG@10"]))["nDCG@10"]
+    # latency one query at a time: BM25 alone, then BM25 + rerank at each depth
+    lat_q = curve_q[:20 if quick else 50]
+    bm25_lat = [timed(lambda: index.search({q: queries[q]}, 100))[1] for q in lat_q]
+    e2e = {}
+    for k in depths:
+        times = []
+        for q in lat_q:
+            def one():
+                r = index.search({q: queries[q]}, k)
+                return score_candidates(r, queries, big, scorer, k)
+            times.append(timed(one)[1])
+        e2e[k] = (pct(times, 50), pct(times, 95))
+    # the shallowest depth within 0.005 nDCG@10 of the best is what the curve says is needed
+    best = max(ndcg.values())
+    need = min(k for k in depths if ndcg[k] >= best - 0.005)
+    rows = "\n".join(f"| {k} | {ndcg[k]:.3f} | {e2e[k][0]:.2f} | {e2e[k][1]:.2f} |" for k in depths)
+    table = f"""### 4. Legal search over {len(big):,} passages: BM25 top-k + rerank on 2 CPU cores
+
+Corpus: the {len(corpus):,} shared legalbench-rag passages plus {len(big) - len(corpus):,} made by recombining 3-6
+sentences of one source document (same title), so the dev qrels still hold. Index build {build_s:.0f} s,
+peak {build_mb:,.0f} MiB while indexing; BM25 top-100 alone p50 {pct(bm25_lat, 50) * 1000:.0f} ms, p95
+{pct(bm25_lat, 95) * 1000:.0f} ms. Quality on {len(curve_q)} dev queries (BM25 alone nDCG@10 {bm25_ndcg:.3f});
+latency per query on {len(lat_q)} of them, BM25 + rerank end to end, scorer defaults (bf16 autocast here,
+length-sorted batches of 32, max length 256, torch threads = cores).
+
+| rerank depth | nDCG@10 | p50 s | p95 s |
+|---|---|---|---|
+{rows}
+
+The curve says depth {need} is needed (within 0.005 of the best nDCG@10): p95 **{e2e[need][1]:.2f} s** there.
+Knobs: `eval.depth` (linear in time), `model.max_length` (passages here average ~180 tokens), `eval.batch_size`.
+"""
+    return table, {"search_docs": len(big), "search_depth": need, "search_p95_s": round(e2e[need][1], 3),
+                   "search_p95_s_depth100": round(e2e[100][1], 3), "bm25_p95_s": round(pct(bm25_lat, 95), 4)}
+
+
+def default_model(tmp: Path) -> str:
+    """A trained legal export if there is one; else the base with a fresh head (speed is the same)."""
+    for candidate in (ROOT / "checkpoints" / "legal" / "export", ROOT / "checkpoints" / "demo" / "export"):
+        if (candidate / "config.json").exists():
+            return str(candidate)
+    from train.model import DEFAULT_BASE, load_model, load_tokenizer
+
+    out = tmp / "fresh-head"
+    load_model(DEFAULT_BASE).save_pretrained(out)
+    load_tokenizer(DEFAULT_BASE, 256).save_pretrained(out)
+    return str(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a small version of every row (~5 min)")
+    ap.add_argument("--model", default=None, help="exported model for rows 3 and 4 (default: checkpoints/legal/export)")
+    ap.add_argument("--only", default="mining,train,rerank,search", help="comma-separated rows to run")
+    args = ap.parse_args()
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    only = set(args.only.split(","))
+    cfg = DataConfig(path=str(LEGAL))
+    corpus = load_corpus(cfg)
+    train_q, _ = load_split(cfg, "train", corpus)
+    dev_q, dev_qrels = load_split(cfg, "dev", corpus)
+    sections, figures = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = args.model or default_model(tmp)
+        if "mining" in only:
+            sections.append(bench_mining(corpus, train_q, args.quick))
+        if "train" in only:
+            from train.commands import mine_command
+            from train.config import load_config
+
+            mine_command(load_config(ROOT / "configs" / "legal.yaml", [f"run.root={tmp}", f"data.path={LEGAL}"]))
+            sections.append(bench_training(tmp / "legal" / "mined" / "dataset", tmp))
+        index = BM25Index.build(corpus, BM25Config(), progress=False)
+        if "rerank" in only:
+            sections.append(bench_rerank(model, corpus, dev_q, dev_qrels, index, args.quick))
+        if "search" in only:
+            sections.append(bench_search(model, corpus, dev_q, dev_qrels, 100_000 if args.quick else 500_000, args.quick))
+    for _, f in sections:
+        figures.update(f)
+    head = (f"## Speed (`python benchmarks/speed.py{' --quick' if args.quick else ''}`)\n\n"
+            f"Machine: {machine()}. Both sides of every row ran in the same process, one after the other.\n\n")
+    write_section("speed", head + "\n".join(t for t, _ in sections))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
