@@ -127,12 +127,15 @@ def test_bundled_configs_load():
     demo = load_config(ROOT / "configs" / "demo.yaml")
     assert demo.run.name == "demo" and demo.data.path == "data/demo"
     assert demo.mining.depth == 50 and demo.mining.negative_range == [0, 50] and demo.mining.num_negatives == 15
-    assert demo.train.epochs == 8 and demo.train.lr == 5e-5 and demo.train.group_size == 8
+    assert demo.train.group_size - 1 <= demo.mining.num_negatives and demo.train.max_steps == 0
     assert demo.bm25.backend == "bm25s" and demo.eval.depth == 50
     tiny = load_config(ROOT / "configs" / "tiny.yaml")
     assert tiny.run.name == "tiny" and tiny.train.max_steps == 4 and tiny.train.group_size == 4
     assert tiny.mining.num_negatives == 4 and tiny.train.dropout == 0.0 and tiny.model.name == ""
     assert tiny.train.save_every == 2 and tiny.train.keep_last == 2
+    for name in ("legal.yaml", "legal-gpu.yaml"):
+        cfg = load_config(ROOT / "configs" / name)
+        assert cfg.data.path.endswith("legalbench-rag") and cfg.model.num_labels == 1
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -285,3 +288,8 @@ def test_refuse_existing(tmp_path):
         refuse_existing(full, overwrite=False, what="a mined dataset")
     refuse_existing(full, overwrite=True, what="a mined dataset")
     assert (full / "x").exists()  # refusing or allowing never deletes anything
+
+
+def test_precision_no_survives_yaml_reading_it_as_false():
+    assert load_config(None, ["train.precision=no"]).train.precision == "no"
+    assert load_config(None, ["train.precision=fp32", "eval.precision=no"]).eval.precision == "no"

@@ -122,6 +122,10 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 
 def validate(cfg: Config) -> None:
+    # YAML reads a bare `no` as false; "fp32" is what people type for it
+    for section in (cfg.train, cfg.eval):
+        if section.precision in ("False", "false", "fp32"):
+            section.precision = "no"
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)

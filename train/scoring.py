@@ -60,10 +60,14 @@ class CrossEncoderScorer:
         max_length = max_length or min(int(tokenizer.model_max_length), 512)
         if kwargs.get("precision", "auto") == "auto":
             kwargs["precision"] = auto_precision(torch.device(device))
+        if kwargs["precision"] in ("bf16", "fp16"):
+            # an inference-only copy can hold half-precision weights: no per-op casts as under autocast
+            model.to(torch.bfloat16 if kwargs["precision"] == "bf16" else torch.float16)
         return cls(model, tokenizer, max_length=max_length, **kwargs)
 
     def autocast(self):
-        if self.precision in ("bf16", "fp16"):
+        # a training model keeps fp32 weights and scores under autocast; an exported one is already cast
+        if self.precision in ("bf16", "fp16") and next(self.model.parameters()).dtype == torch.float32:
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()
