@@ -30,55 +30,6 @@ def flops_per_pair(model, tokens: float) -> float:
     return 6 * n * tokens + attention * tokens
 
 
-def crosstune_train(mined: Path, model_name: str, device: str, groups: int, group: int, steps: int, warm: int, tmp: Path):
-    from train.config import load_config
-    from train.loop import train
-
-    cfg = load_config(ROOT / "configs" / "legal.yaml", [
-        f"run.root={tmp}", "run.name=gpu_speed", f"train.dataset={mined}", f"model.name={model_name}",
-        f"train.precision={'bf16' if device == 'cuda' else 'no'}", f"train.max_steps={warm + steps}",
-        "train.log_every=1", "train.eval_every=0", "train.save_every=100000", "data.dev_split=",
-        f"train.batch_size={groups}", f"train.group_size={group}", "train.forward_chunk=0", "train.warmup_ratio=0"])
-    train(cfg, cpu=device == "cpu")
-    log = [json.loads(l) for l in (tmp / "gpu_speed" / "metrics.jsonl").read_text().splitlines()]
-    t = {r["step"]: r["elapsed_s"] for r in log if "elapsed_s" in r}
-    return steps * groups * group / (t[warm + steps] - t[warm])
-
-
-def st_train(mined: Path, model_name: str, device: str, groups: int, group: int, steps: int, warm: int, tmp: Path):
-    import torch
-    from datasets import Dataset, load_from_disk
-    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-    from transformers import TrainerCallback
-
-    rows = load_from_disk(str(mined)).select(range(groups * (warm + steps + 2)))
-    q, p, y = [], [], []
-    for r in rows:
-        for i, text in enumerate([r["positive"], *r["negatives"][:group - 1]]):
-            q.append(r["query"])
-            p.append(text)
-            y.append(float(i == 0))
-    stamps = []
-
-    class StepTimer(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            stamps.append(time.perf_counter())
-
-    model = CrossEncoder(model_name, num_labels=1, max_length=256, device=device,
-                         model_kwargs={"dtype": torch.float32})
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(tmp / "st"), per_device_train_batch_size=groups * group, max_steps=warm + steps,
-        learning_rate=3e-5, bf16=device == "cuda", use_cpu=device == "cpu", save_strategy="no", report_to="none",
-        logging_steps=1000, seed=42, dataloader_drop_last=True)
-    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(group - 1)))
-    CrossEncoderTrainer(model=model, args=args, loss=loss, callbacks=[StepTimer()],
-                        train_dataset=Dataset.from_dict({"query": q, "passage": p, "label": y})).train()
-    return steps * groups * group / (stamps[warm + steps - 1] - stamps[warm - 1])
-
-
 def rerank_rows(model_dir: str, device: str, n_queries: int):
     """docs/s at 100 candidates per query, all queries' pairs handed over at once (a reranking service's batch)."""
     import torch
@@ -137,13 +88,14 @@ def main() -> None:
         tmp = Path(tmp)
         from train.commands import mine_command
         from train.config import load_config
-        from train.model import load_model, load_tokenizer, resolve_model
+        from benchmarks.throughput import Run, crosstune_pairs_per_s, st_pairs_per_s
+        from train.model import load_model, load_tokenizer
 
         mine_command(load_config(ROOT / "configs" / "legal.yaml", [f"run.root={tmp}", f"data.path={args.data}",
                                                                     "mining.num_negatives=15"]))
-        mined = tmp / "legal" / "mined" / "dataset"
-        ours = crosstune_train(mined, args.model, args.device, groups, group, steps, warm, tmp)
-        theirs = st_train(mined, resolve_model(args.model), args.device, groups, group, steps, warm, tmp)
+        run = Run(tmp / "legal" / "mined" / "dataset", tmp, args.model, args.device,
+                  "bf16" if args.device == "cuda" else "no", groups, group, warm, steps, forward_chunk=0)
+        ours, theirs = crosstune_pairs_per_s(run), st_pairs_per_s(run)
         model = load_model(args.model)
         fpp = flops_per_pair(model, 200.0)  # legal pairs average ~200 tokens (query + passage) before padding
         card = machine()

@@ -24,7 +24,7 @@ from data.bm25 import BM25Config, BM25Index  # noqa: E402
 from data.loading import DataConfig, load_corpus, load_split  # noqa: E402
 from data.types import Doc, doc_text, ranked  # noqa: E402
 
-WARMUP, STEPS = 3, 20
+WARMUP, STEPS = 3, 20  # --quick: 2 and 8
 
 
 def bench_mining(corpus, queries, quick: bool) -> tuple[str, dict]:
@@ -56,60 +56,23 @@ Same BM25 variant (Lucene idf, k1=1.5, b=0.75), same tokens (crosstune's analyze
                    "index_build_s": round(build_s, 2)}
 
 
-def crosstune_pairs_per_s(mined: Path, precision: str, tmp: Path) -> float:
-    from train.config import load_config
-    from train.loop import train
+def in_subprocess(side: str, mined: Path, precision: str, tmp: Path) -> float:
+    """Each training run gets its own process: Accelerate's state (precision) is fixed once per process."""
+    import subprocess
 
-    cfg = load_config(ROOT / "configs" / "legal.yaml", [
-        f"run.root={tmp}", f"run.name=speed_{precision}", f"train.dataset={mined}", f"train.precision={precision}",
-        f"train.max_steps={WARMUP + STEPS}", "train.log_every=1", "train.eval_every=0", "train.save_every=100000",
-        "data.dev_split=", "train.warmup_ratio=0", "train.batch_size=4", "train.group_size=8"])
-    train(cfg)
-    log = [json.loads(l) for l in (tmp / f"speed_{precision}" / "metrics.jsonl").read_text().splitlines()]
-    t = {r["step"]: r["elapsed_s"] for r in log if "elapsed_s" in r}
-    return STEPS * 32 / (t[WARMUP + STEPS] - t[WARMUP])
-
-
-def st_pairs_per_s(mined: Path, precision: str, tmp: Path) -> float:
-    """CrossEncoderTrainer + BinaryCrossEntropyLoss(pos_weight=7), 32 pairs a step, as in its own examples."""
-    import time
-
-    import torch
-    from datasets import Dataset, load_from_disk
-    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-    from transformers import TrainerCallback
-
-    from train.model import DEFAULT_BASE, resolve_model
-
-    rows = load_from_disk(str(mined)).select(range(4 * (WARMUP + STEPS + 2)))
-    q, p, y = [], [], []
-    for r in rows:  # the same groups of 1 positive + 7 negatives, flattened into pairs
-        for i, text in enumerate([r["positive"], *r["negatives"][:7]]):
-            q.append(r["query"])
-            p.append(text)
-            y.append(float(i == 0))
-    stamps = []
-
-    class StepTimer(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            stamps.append(time.perf_counter())
-
-    model = CrossEncoder(resolve_model(DEFAULT_BASE), num_labels=1, max_length=256, device="cpu")
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(tmp / f"st_{precision}"), per_device_train_batch_size=32, max_steps=WARMUP + STEPS,
-        learning_rate=3e-5, warmup_ratio=0.0, bf16=precision == "bf16", use_cpu=True, save_strategy="no",
-        report_to="none", logging_steps=1000, seed=42, dataloader_drop_last=True)
-    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(7.0))
-    CrossEncoderTrainer(model=model, args=args, loss=loss, callbacks=[StepTimer()],
-                        train_dataset=Dataset.from_dict({"query": q, "passage": p, "label": y})).train()
-    return STEPS * 32 / (stamps[WARMUP + STEPS - 1] - stamps[WARMUP - 1])
+    args = [sys.executable, __file__, "--worker", side, "--precision", precision, "--mined", str(mined),
+            "--tmp", str(tmp / f"{side}_{precision}"), "--steps", f"{WARMUP},{STEPS}"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{side} {precision} failed:\n{proc.stderr[-3000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
 
 
 def bench_training(mined: Path, tmp: Path) -> tuple[str, dict]:
     rows, out = [], {}
     for precision in ("no", "bf16"):
-        ours, theirs = crosstune_pairs_per_s(mined, precision, tmp), st_pairs_per_s(mined, precision, tmp)
+        ours = in_subprocess("crosstune", mined, precision, tmp)
+        theirs = in_subprocess("st", mined, precision, tmp)
         name = "fp32" if precision == "no" else "bf16"
         rows.append(f"| {name} | {ours:.1f} | {theirs:.1f} | **{ours / theirs:.2f}x** |")
         out[f"train_x_{name}"] = round(ours / theirs, 2)
@@ -141,7 +104,7 @@ def bench_rerank(model_path: str, corpus, queries, qrels, index, quick: bool) ->
     from train.rerank import with_tail
     from train.scoring import CrossEncoderScorer
 
-    sample, run = rerank_candidates(corpus, queries, qrels, index, 20 if quick else 50)
+    sample, run = rerank_candidates(corpus, queries, qrels, index, 10 if quick else 50)
     pairs = {q: [(queries[q], doc_text(corpus[d])) for d in ranked(run[q])] for q in sample}
     st = CrossEncoder(model_path, device="cpu", max_length=256)
     systems = {
@@ -171,7 +134,7 @@ Model: `{model_path}` (exported crosstune model). nDCG@10 over the same queries 
 |---|---|---|---|---|---|
 {rows}
 
-Default path keeps {auto_r['ndcg'] / fp32_r['ndcg']:.2%} of the fp32 nDCG@10.
+Default path keeps {f"{auto_r['ndcg'] / fp32_r['ndcg']:.2%}" if fp32_r['ndcg'] else "n/a (fp32 scored 0)"} of the fp32 nDCG@10.
 """
     return table, {"rerank_x": round(auto_r["docs_s"] / st_r["docs_s"], 2),
                    "rerank_x_fp32": round(fp32_r["docs_s"] / st_r["docs_s"], 2),
@@ -205,7 +168,7 @@ def bench_search(model_path: str, corpus, queries, qrels, size: int, quick: bool
     index, build_s, build_mb = traced(lambda: BM25Index.build(big, BM25Config(), progress=False))
     scorer = CrossEncoderScorer.from_pretrained(model_path, 256, "cpu")
     # quality over depth: score the top-100 once, then rerank only the top-k of it
-    curve_q = random.Random(2).sample(sorted(qrels), 40 if quick else len(qrels))
+    curve_q = random.Random(2).sample(sorted(qrels), 30 if quick else len(qrels))
     run = index.search({q: queries[q] for q in curve_q}, 100)
     ce = score_candidates(run, queries, big, scorer, 100)
     depths, ndcg = [10, 20, 50, 100], {}
@@ -214,7 +177,7 @@ def bench_search(model_path: str, corpus, queries, qrels, size: int, quick: bool
         ndcg[k] = aggregate(per_query({q: qrels[q] for q in curve_q}, with_tail(head, run), ["nDCG@10"]))["nDCG@10"]
     bm25_ndcg = aggregate(per_query({q: qrels[q] for q in curve_q}, run, ["nDCG@10"]))["nDCG@10"]
     # latency one query at a time: BM25 alone, then BM25 + rerank at each depth
-    lat_q = curve_q[:20 if quick else 50]
+    lat_q = curve_q[:10 if quick else 50]
     bm25_lat = [timed(lambda: index.search({q: queries[q]}, 100))[1] for q in lat_q]
     e2e = {}
     for k in depths:
@@ -267,7 +230,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a small version of every row (~5 min)")
     ap.add_argument("--model", default=None, help="exported model for rows 3 and 4 (default: checkpoints/legal/export)")
     ap.add_argument("--only", default="mining,train,rerank,search", help="comma-separated rows to run")
+    for hidden in ("--worker", "--precision", "--mined", "--tmp", "--steps"):  # one training run, in a subprocess
+        ap.add_argument(hidden, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global WARMUP, STEPS
+    if args.worker:
+        from benchmarks.throughput import Run, crosstune_pairs_per_s, st_pairs_per_s
+
+        warmup, steps = map(int, args.steps.split(","))
+        fn = crosstune_pairs_per_s if args.worker == "crosstune" else st_pairs_per_s
+        print(fn(Run(Path(args.mined), Path(args.tmp), precision=args.precision, warmup=warmup, steps=steps)))
+        return
+    if args.quick:
+        WARMUP, STEPS = 2, 8
     import transformers
 
     transformers.logging.set_verbosity_error()

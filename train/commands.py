@@ -101,7 +101,8 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     queries, qrels = load_split(cfg.data, split, corpus)
     index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
     t0 = time.time()
-    bm25 = index.search(queries, cfg.eval.depth)
+    # retrieve deep enough for Recall@100 even when fewer candidates are reranked; the rest keep BM25 order
+    bm25 = index.search(queries, max(cfg.eval.depth, *cfg.eval.recall_at))
     t_bm25 = time.time() - t0
     # 2. rerank, formatting passages and fusing scores as the model was trained (crosstune.json)
     serving = read_serving_config(model_path)

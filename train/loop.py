@@ -23,7 +23,7 @@ from .config import Config, run_dir as config_run_dir, to_yaml
 from .losses import chance_loss, make_loss
 from .metrics import compare, headline
 from .model import load_model, load_tokenizer
-from .outputs import atomic_dir, refuse_existing
+from .outputs import atomic_dir
 from .fusion import fuse, tune_weight
 from .rerank import score_candidates, score_spread, with_tail
 from .scoring import CrossEncoderScorer
@@ -131,6 +131,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(to_yaml(cfg))
+    accelerator.wait_for_everyone()  # nobody starts before an --overwrite has cleared the folder
     set_seed(cfg.train.seed)
 
     # 2. data: mined groups, tokenized per batch in the collate function
@@ -168,7 +169,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
         state = json.loads((resume_path / "trainer_state.json").read_text())
         step, epoch, batch_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]
     if is_main:
-        accelerator.init_trackers(cfg.run.name, config=scalar_config(cfg))
+        accelerator.init_trackers("tensorboard", config=scalar_config(cfg))  # -> <run>/tensorboard/
 
     group, eff = cfg.train.group_size, cfg.train.batch_size * cfg.train.grad_accum * n_proc
     accelerator.print(
