@@ -6,7 +6,6 @@ import platform
 import re
 import statistics
 import time
-import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,17 +33,6 @@ def timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
-
-
-def traced(fn):
-    """(result, seconds, peak MiB allocated by Python and numpy while fn ran)."""
-    tracemalloc.start()
-    try:
-        out, seconds = timed(fn)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return out, seconds, peak / 2**20
 
 
 def pct(values: list[float], q: float) -> float:

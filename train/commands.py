@@ -55,31 +55,23 @@ def mine_command(cfg: Config, overwrite: bool = False) -> dict:
     return stats
 
 
-def default_model(cfg: Config) -> Path:
-    """The newest product of a run: its export, else best/, else the latest checkpoint."""
+def newest_model(cfg: Config, include_export: bool = True) -> Path:
+    """A run's newest product: its export, else best/ (best dev nDCG@10), else the latest checkpoint."""
     out = run_dir(cfg)
-    for candidate in (out / "export", out / "best"):
+    for candidate in ([out / "export"] if include_export else []) + [out / "best"]:
         if (candidate / "config.json").exists():
             return candidate
     found = list_checkpoints(out)
     if found:
         return found[-1][1] / "model"
-    raise DataError(f"{out} has no trained model; run `crosstune train` first or pass --model")
+    raise DataError(f"{out} has no trained model; run `crosstune train` first or name a model/checkpoint")
 
 
 def export_command(cfg: Config, source: str | None = None, overwrite: bool = False) -> Path:
-    # 1. pick the source: best/ (best dev nDCG@10), else the latest checkpoint
+    # 1. pick the source: --checkpoint, else best/, else the latest checkpoint
     out = run_dir(cfg) / "export"
     refuse_existing(out, overwrite, "an export")
-    if source:
-        src = model_folder(Path(source))
-    elif (run_dir(cfg) / "best" / "config.json").exists():
-        src = run_dir(cfg) / "best"
-    else:
-        found = list_checkpoints(run_dir(cfg))
-        if not found:
-            raise DataError(f"{run_dir(cfg)} has no checkpoint to export; run `crosstune train` first or pass --checkpoint")
-        src = found[-1][1] / "model"
+    src = model_folder(Path(source)) if source else newest_model(cfg, include_export=False)
     if not (src / "config.json").exists():
         raise DataError(f"{src}: no config.json; point --checkpoint at a step_* folder, best/ or a model folder")
     dev = json.loads((src / "dev_metrics.json").read_text()) if (src / "dev_metrics.json").exists() else None
@@ -94,7 +86,7 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
                      output: str | None = None, overwrite: bool = False) -> dict:
     # 1. the split, its BM25 candidates and the model
     split = split or cfg.data.test_split
-    model_path = str(model or default_model(cfg))
+    model_path = str(model or newest_model(cfg))
     out = Path(output) if output else run_dir(cfg) / f"eval_{split}"
     refuse_existing(out, overwrite, "an evaluation")
     corpus = load_corpus(cfg.data)
@@ -164,7 +156,7 @@ def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_
     # 1. corpus, index and model
     corpus = load_corpus(cfg.data)
     index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
-    model_path = str(model or default_model(cfg))
+    model_path = str(model or newest_model(cfg))
     serving = read_serving_config(model_path)
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
                                                 batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)

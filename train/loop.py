@@ -67,7 +67,8 @@ class DevSet:
 
     def evaluate(self, model, tokenizer, cfg: Config) -> dict:
         """Cross-encoder alone and fused with BM25 (weight fixed by eval.fusion_weight or tuned here)."""
-        scorer = CrossEncoderScorer(model, tokenizer, cfg.model.max_length, cfg.eval.batch_size, cfg.train.precision)
+        scorer = CrossEncoderScorer(model, tokenizer, cfg.model.max_length, cfg.eval.batch_size, cfg.train.precision,
+                                    progress=True)
         ce = score_candidates(self.run, self.queries, self.corpus, scorer, cfg.eval.dev_depth, cfg.data.use_title)
         weight = cfg.eval.fusion_weight
         if weight is None:

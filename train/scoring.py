@@ -85,7 +85,7 @@ class CrossEncoderScorer:
         if self.progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="scoring", unit="batch")
+            starts = tqdm(starts, desc="scoring", unit="batch", leave=False)
         for start in starts:
             idx = order[start:start + self.batch_size]
             feats = tokenize_pairs(self.tokenizer, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx],
