@@ -30,7 +30,7 @@ def flops_per_pair(model, tokens: float) -> float:
     return 6 * n * tokens + attention * tokens
 
 
-def rerank_rows(model_dir: str, device: str, n_queries: int):
+def rerank_rows(model_dir: str, device: str, n_queries: int, data: str):
     """docs/s at 100 candidates per query, all queries' pairs handed over at once (a reranking service's batch)."""
     import torch
     from sentence_transformers import CrossEncoder
@@ -40,7 +40,7 @@ def rerank_rows(model_dir: str, device: str, n_queries: int):
     from data.types import doc_text, ranked
     from train.scoring import CrossEncoderScorer
 
-    cfg = DataConfig(path=str(LEGAL))
+    cfg = DataConfig(path=data)
     corpus = load_corpus(cfg)
     queries, qrels = load_split(cfg, "dev", corpus)
     sample = random.Random(1).sample(sorted(qrels), n_queries)
@@ -77,10 +77,6 @@ def main() -> None:
     args = ap.parse_args()
     import transformers
 
-    import benchmarks.common as common
-
-    common.LEGAL = Path(args.data)
-    globals()["LEGAL"] = Path(args.data)
     transformers.logging.set_verbosity_error()
     groups, group, steps, warm = (2, 4, 3, 1) if args.quick else (32, 16, 20, 3)
     figures, rows = {}, []
@@ -107,7 +103,7 @@ def main() -> None:
         folder = tmp / "export"
         model.save_pretrained(folder)
         load_tokenizer(args.model, 256).save_pretrained(folder)
-        rates, n = rerank_rows(str(folder), args.device, 5 if args.quick else 50)
+        rates, n = rerank_rows(str(folder), args.device, 5 if args.quick else 50, args.data)
         st_default = next(iter(rates.values()))
         for name, r in rates.items():
             rows.append(f"| reranking: {name} | {r:,.0f} docs/s | | {r / st_default:.2f}x vs predict defaults |")
