@@ -96,6 +96,41 @@ def test_resume_latest_continues_and_refuses_a_silent_restart(tiny_cfg, mined_ti
     assert [s for s, _ in list_checkpoints(run_dir(cfg))] == [2, 4]
 
 
+def test_patience_stops_when_dev_ndcg_stops_improving(tiny_cfg, mined_tiny):
+    # lr 0: the dev ranking never changes, so the second check is not a new best and patience 1 ends the run
+    cfg = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", "train.lr=0", "train.max_steps=8",
+                   "train.eval_every=1", "train.patience=1")
+    summary = train(cfg)
+    out = run_dir(cfg)
+    assert summary["steps"] == 2
+    state = json.loads((out / "step_000002" / "trainer_state.json").read_text())
+    assert state["stale_checks"] == 1 and json.loads((out / "best" / "dev_metrics.json").read_text())["step"] == 1
+    patient = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", "train.lr=0", "train.max_steps=3",
+                       "train.eval_every=1", "train.patience=0", "run.name=patient")
+    assert train(patient)["steps"] == 3
+
+
+def test_the_gpu_recipe_runs_a_few_steps_on_cpu(tiny_model, tmp_path):
+    # configs/legal-gpu.yaml as is (groups of 16, one padded forward, 2 loader workers, patience), on the demo
+    # data with the tiny model: what a GPU session would run, checked here without one
+    from train.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "legal-gpu.yaml", [
+        f"model.name={tiny_model}", f"run.root={tmp_path}", f"data.path={ROOT / 'data' / 'demo'}",
+        "model.max_length=64", "train.max_steps=2", "train.batch_size=2", "train.eval_every=2", "eval.dev_depth=10"])
+    assert cfg.train.group_size == 16 and cfg.train.forward_chunk == 0 and cfg.train.precision == "bf16"
+    mine_command(cfg)
+    # Accelerate fixes precision once per process: clear it around this bf16 run (as accelerate's own tests do)
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    try:
+        summary = train(cfg, cpu=True)
+    finally:
+        AcceleratorState._reset_state(True)
+    assert summary["steps"] == 2 and summary["best_dev_ndcg@10"] is not None
+
+
 def test_batch_8_equals_batch_2_times_accumulation_4(tiny_cfg, mined_tiny):
     common = [f"train.dataset={mined_tiny / 'dataset'}", "data.dev_split=''", "train.max_steps=2",
               "train.schedule=constant", "train.save_every=2"]

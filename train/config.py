@@ -51,6 +51,7 @@ class TrainConfig:
     save_every: int = 100  # optimizer steps between checkpoints
     keep_last: int = 2  # checkpoints kept besides best/
     eval_every: int = 100  # optimizer steps between dev evaluations (0: only at the end; needs data.dev_split)
+    patience: int = 0  # early stopping: end the run after this many dev checks without a new best (0: never)
     log_every: int = 10
     num_workers: int = 0
     # sequences per forward pass, sorted by length so each chunk pads only to its own longest: on a CPU
@@ -137,6 +138,8 @@ def validate(cfg: Config) -> None:
         raise DataError(f"train.group_size={cfg.train.group_size} needs {cfg.train.group_size - 1} negatives per row "
                         f"but mining makes {cfg.mining.num_negatives + cfg.mining.random_negatives}; "
                         "lower train.group_size or raise mining.num_negatives")
+    if cfg.train.patience < 0:
+        raise DataError(f"train.patience={cfg.train.patience}; give the dev checks to wait for a new best, or 0")
     if cfg.train.max_steps <= 0 and cfg.train.epochs <= 0:
         raise DataError("set train.max_steps > 0 or train.epochs > 0")
 

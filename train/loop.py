@@ -164,11 +164,12 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     chance = chance_loss(cfg.train.loss, cfg.train.group_size, cfg.train.pos_weight)
 
     # 4. resume: model, optimizer, schedule and RNG from the checkpoint; the data order from (seed, epoch)
-    step, epoch, batch_in_epoch, best = 0, 0, 0, -1.0
+    step, epoch, batch_in_epoch, best, stale = 0, 0, 0, -1.0, 0
     if resume_path is not None:
         accelerator.load_state(str(resume_path / "state"))
         state = json.loads((resume_path / "trainer_state.json").read_text())
         step, epoch, batch_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]
+        stale = state.get("stale_checks", 0)
     if is_main:
         accelerator.init_trackers("tensorboard", config=scalar_config(cfg))  # -> <run>/tensorboard/
 
@@ -216,9 +217,14 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
                     warned = True
                     accelerator.print(f"warning: {reason}")
             if step == steps or (cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0):
-                best = dev_check(accelerator, model, tokenizer, cfg, dev, step, best, out)
+                previous, best = best, dev_check(accelerator, model, tokenizer, cfg, dev, step, best, out)
+                stale = 0 if best > previous else stale + 1
+                if cfg.data.dev_split and cfg.train.patience and stale >= cfg.train.patience and step < steps:
+                    accelerator.print(f"early stop at step {step}: {stale} dev checks without a better nDCG@10 "
+                                      f"than {best:.4f} (train.patience={cfg.train.patience}); best/ holds that model")
+                    steps = step  # ends the run below, with a final checkpoint
             if step == steps or step % cfg.train.save_every == 0:
-                save_checkpoint(accelerator, model, tokenizer, cfg, out, step, epoch, batch_in_epoch, best)
+                save_checkpoint(accelerator, model, tokenizer, cfg, out, step, epoch, batch_in_epoch, best, stale)
             if step >= steps:
                 break
         else:
@@ -283,7 +289,7 @@ def dev_check(accelerator, model, tokenizer, cfg: Config, dev: DevSet | None, st
 
 
 def save_checkpoint(accelerator, model, tokenizer, cfg: Config, out: Path, step: int, epoch: int,
-                    batch_in_epoch: int, best: float) -> None:
+                    batch_in_epoch: int, best: float, stale: int = 0) -> None:
     """Written into a hidden temporary folder, renamed to step_NNNNNN/ only once complete."""
     final = out / step_name(step)
     tmp = out / f".{final.name}.tmp"
@@ -297,7 +303,7 @@ def save_checkpoint(accelerator, model, tokenizer, cfg: Config, out: Path, step:
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
-        state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best": best}
+        state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best": best, "stale_checks": stale}
         (tmp / "trainer_state.json").write_text(json.dumps(state))
         from .outputs import replace_dir
 
