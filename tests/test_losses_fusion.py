@@ -7,7 +7,7 @@ from collections import deque
 import pytest
 import torch
 
-from train.fusion import fuse, minmax, tune_weight
+from train.fusion import fuse, minmax, tune_weights
 from train.loop import collapse_reason
 from train.losses import chance_loss, listwise_ce, make_loss
 from train.rerank import with_tail
@@ -63,7 +63,22 @@ def test_tune_weight_picks_the_grid_point_with_the_best_ndcg():
     ce = {"q1": {"a": 0.9, "b": 1.0, "c": 0.0}, "q2": {"y": 0.0, "x": 1.0, "z": 0.5}}
     # the cross-encoder alone misses q1 (b > a), BM25 alone misses q2 (y > x); the weights that rank
     # both positives first are 1/6 < w < 0.95, so the grid's first such point is 0.2
-    weight, ndcg = tune_weight(qrels, bm25, ce)
+    weight, bi_weight, ndcg = tune_weights(qrels, bm25, ce)
     assert ndcg == pytest.approx(1.0)
-    assert weight == 0.2
+    assert weight == 0.2 and bi_weight == 0.0
     assert fuse(bm25, ce, weight)["q1"]["a"] > fuse(bm25, ce, weight)["q1"]["b"]
+
+
+def test_a_bi_encoder_joins_the_fusion_with_its_own_weight():
+    bm25 = {"q": {"a": 0.0, "b": 1.0, "c": 0.5}}
+    ce = {"q": {"a": 0.5, "b": 1.0, "c": 0.0}}
+    bi = {"q": {"a": 1.0, "b": 0.0, "c": 0.5}}
+    # a = 0.5 * rest + v, b = w + rest, c = 0.5 * (w + v), with rest = 1 - w - v
+    assert fuse(bm25, ce, 0.2, bi, 0.5)["q"] == pytest.approx({"a": 0.65, "b": 0.5, "c": 0.35})
+    with pytest.raises(ValueError, match="bi-encoder"):
+        fuse(bm25, ce, 0.2, None, 0.5)
+    # only the bi-encoder puts the positive a first: BM25 + cross-encoder never can, and the first grid point
+    # that does is v = 0.35 > 1/3 with w = 0
+    qrels = {"q": {"a": 1}}
+    assert tune_weights(qrels, bm25, ce)[2] < 1.0
+    assert tune_weights(qrels, bm25, ce, bi) == (0.0, 0.35, pytest.approx(1.0))

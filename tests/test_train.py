@@ -131,6 +131,28 @@ def test_the_gpu_recipe_runs_a_few_steps_on_cpu(tiny_model, tmp_path):
     assert summary["steps"] == 2 and summary["best_dev_ndcg@10"] is not None
 
 
+def test_a_bi_encoder_fused_in_training_export_and_evaluate(tiny_cfg, mined_tiny, tiny_model):
+    # the tiny BERT doubles as the bi-encoder (sentence-transformers adds mean pooling to a plain folder)
+    cfg = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", f"eval.biencoder={tiny_model}", "train.max_steps=2",
+                   "eval.fusion_weight=0.2", "eval.biencoder_weight=0.3")
+    train(cfg)
+    out = run_dir(cfg)
+    dev = json.loads((out / "best" / "dev_metrics.json").read_text())
+    assert dev["biencoder_weight"] == 0.3 and "bi-encoder" in dev["metrics"]["nDCG@10"]
+    export = export_command(cfg)
+    fusion = json.loads((export / "crosstune.json").read_text())["fusion"]
+    assert fusion["weight"] == 0.2 and fusion["biencoder_weight"] == 0.3 and fusion["biencoder"] == tiny_model
+    assert "0.3 * cosine(bi-encoder" in (export / "README.md").read_text()
+    # evaluate reads the weights and the bi-encoder back from the export; the final ranking differs from the
+    # cross-encoder's alone
+    plain = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", "train.max_steps=2")
+    report = evaluate_command(plain, model=str(export))
+    assert report["biencoder"] == tiny_model and report["biencoder_weight"] == 0.3 and report["fusion_weight"] == 0.2
+    ev = run_dir(plain) / "eval_test"
+    assert (ev / "reranked.trec").read_text() != ""
+    assert "bi-encoder" in (ev / "report.md").read_text()
+
+
 def test_batch_8_equals_batch_2_times_accumulation_4(tiny_cfg, mined_tiny):
     common = [f"train.dataset={mined_tiny / 'dataset'}", "data.dev_split=''", "train.max_steps=2",
               "train.schedule=constant", "train.save_every=2"]

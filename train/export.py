@@ -17,10 +17,14 @@ IDENTITY = "torch.nn.modules.linear.Identity"
 def serving_config(cfg: Config, dev: dict | None) -> dict:
     """What a server needs to format inputs and fuse scores as training did (read back by train.scoring)."""
     weight = dev["fusion_weight"] if dev else (cfg.eval.fusion_weight or 0.0)
+    bi_weight = dev.get("biencoder_weight", 0.0) if dev else (cfg.eval.biencoder_weight or 0.0)
     return {"use_title": cfg.data.use_title, "max_length": cfg.model.max_length, "scores": "logits",
             "first_stage": {"name": "bm25", **{k: getattr(cfg.bm25, k) for k in ("method", "k1", "b")}},
-            "fusion": {"weight": weight, "normalisation": "per-query min-max over the reranked candidates",
-                       "formula": "weight * bm25 + (1 - weight) * cross_encoder"}}
+            "fusion": {"weight": weight, "biencoder": (cfg.eval.biencoder or None) if bi_weight else None,
+                       "biencoder_weight": bi_weight,
+                       "normalisation": "per-query min-max over the reranked candidates",
+                       "formula": "weight * bm25 + biencoder_weight * biencoder_cosine + "
+                                  "(1 - weight - biencoder_weight) * cross_encoder"}}
 
 
 def export_model(src: Path, out: Path, cfg: Config, dev_metrics: dict | None) -> None:
@@ -48,11 +52,15 @@ def model_card(cfg: Config, dev_metrics: dict | None) -> str:
         from .metrics import format_table
 
         metrics = (f"Dev split `{cfg.data.dev_split}`, BM25 top-{cfg.eval.dev_depth} reranked, step "
-                   f"{dev_metrics['step']}; `reranked` fuses BM25 with weight {dev_metrics['fusion_weight']}, "
+                   f"{dev_metrics['step']}; `reranked` fuses BM25 with weight {dev_metrics['fusion_weight']}"
+                   + (f" and the bi-encoder with weight {dev_metrics['biencoder_weight']}"
+                      if dev_metrics.get("biencoder_weight") else "") + ", "
                    f"`cross-encoder` is this model alone:\n\n{format_table(dev_metrics)}")
     else:
         metrics = "No dev evaluation was run for this model."
-    weight = serving_config(cfg, dev_metrics)["fusion"]["weight"]
+    fusion = serving_config(cfg, dev_metrics)["fusion"]
+    weight, bi_weight = fusion["weight"], fusion["biencoder_weight"]
+    bi_term = (f" + {bi_weight} * cosine(bi-encoder `{fusion['biencoder']}`)" if bi_weight else "")
     title_note = "`<title>: <text>`" if cfg.data.use_title else "the passage text alone"
     return f"""---
 base_model: {base}
@@ -69,8 +77,8 @@ Scores are **raw logits**, not probabilities: higher means more relevant, and on
 query matters. `config.json` sets sentence-transformers' `activation_fn` to Identity, so
 `CrossEncoder.predict` returns the same logits; apply a sigmoid yourself if you want values in (0, 1).
 
-crosstune ranks by `{weight} * bm25 + {1 - weight:.2f} * logit`, each min-max normalised over a query's
-candidates (weight tuned on dev; `crosstune.json` carries it). With weight 0 the logits alone rank.
+crosstune ranks by `{weight} * bm25{bi_term} + {1 - weight - bi_weight:.2f} * logit`, each min-max normalised over
+a query's candidates (weights tuned on dev; `crosstune.json` carries them). With weights 0 the logits alone rank.
 
 ## Inputs
 Pairs of (query, passage) where the passage is {title_note}, truncated to {cfg.model.max_length} tokens in

@@ -1,14 +1,16 @@
-"""Score fusion: keep the first stage's evidence by interpolating it with the cross-encoder's.
+"""Score fusion: keep the first stage's evidence (and a bi-encoder's) by interpolating it with the cross-encoder's.
 
-Scores on different scales are min-max normalised per query before mixing; the weight is tuned on dev.
+Scores on different scales are min-max normalised per query before mixing; the weights are tuned on dev.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 from data.types import Qrels, Run
 
 from .metrics import aggregate, per_query
 
-GRID = [round(0.05 * i, 2) for i in range(20)]  # 0.0 .. 0.95: 1.0 would be BM25 alone
+GRID = [round(0.05 * i, 2) for i in range(20)]  # 0.0 .. 0.95: 1.0 would leave the cross-encoder out
 
 
 def minmax(scores: dict[str, float]) -> dict[str, float]:
@@ -17,25 +19,34 @@ def minmax(scores: dict[str, float]) -> dict[str, float]:
     return {d: (s - lo) / span if span > 0 else 0.0 for d, s in scores.items()}
 
 
-def fuse(first_stage: Run, reranked: Run, weight: float) -> Run:
-    """weight * first stage + (1 - weight) * cross-encoder, over the documents the cross-encoder scored."""
-    if weight == 0:
+def fuse(first_stage: Run, reranked: Run, weight: float, biencoder: Optional[Run] = None,
+         biencoder_weight: float = 0.0) -> Run:
+    """weight * first stage + biencoder_weight * bi-encoder + the rest * cross-encoder, over the documents the
+    cross-encoder scored."""
+    if weight == 0 and biencoder_weight == 0:
         return reranked
+    if biencoder_weight and biencoder is None:
+        raise ValueError("biencoder_weight > 0 needs the bi-encoder's scores")
     out: Run = {}
     for qid, docs in reranked.items():
         if not docs:
             out[qid] = {}
             continue
         ce, fs = minmax(docs), minmax({d: first_stage[qid].get(d, 0.0) for d in docs})
-        out[qid] = {d: weight * fs[d] + (1 - weight) * ce[d] for d in docs}
+        bi = minmax({d: biencoder[qid].get(d, 0.0) for d in docs}) if biencoder_weight else dict.fromkeys(docs, 0.0)
+        rest = 1 - weight - biencoder_weight
+        out[qid] = {d: weight * fs[d] + biencoder_weight * bi[d] + rest * ce[d] for d in docs}
     return out
 
 
-def tune_weight(qrels: Qrels, first_stage: Run, reranked: Run, grid: list[float] = GRID) -> tuple[float, float]:
-    """The grid weight with the best nDCG@10 (the smaller weight on ties); returns (weight, nDCG@10)."""
-    best = (0.0, -1.0)
-    for w in grid:
-        ndcg = aggregate(per_query(qrels, fuse(first_stage, reranked, w), ["nDCG@10"]))["nDCG@10"]
-        if ndcg > best[1] + 1e-9:
-            best = (w, ndcg)
+def tune_weights(qrels: Qrels, first_stage: Run, reranked: Run, biencoder: Optional[Run] = None,
+                 grid: list[float] = GRID) -> tuple[float, float, float]:
+    """The grid weights with the best nDCG@10 (smaller weights win ties); (weight, biencoder_weight, nDCG@10).
+    Without a bi-encoder only the first-stage weight is searched."""
+    pairs = [(w, b) for w in grid for b in (grid if biencoder is not None else [0.0]) if w + b < 1 - 1e-9]
+    best = (0.0, 0.0, -1.0)
+    for w, b in pairs:
+        ndcg = aggregate(per_query(qrels, fuse(first_stage, reranked, w, biencoder, b), ["nDCG@10"]))["nDCG@10"]
+        if ndcg > best[2] + 1e-9:
+            best = (w, b, ndcg)
     return best

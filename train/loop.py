@@ -24,7 +24,8 @@ from .losses import chance_loss, make_loss
 from .metrics import compare, headline
 from .model import load_model, load_tokenizer
 from .outputs import atomic_dir
-from .fusion import fuse, tune_weight
+from .biencoder import BiEncoderScorer
+from .fusion import fuse, tune_weights
 from .rerank import score_candidates, score_spread, with_tail
 from .scoring import CrossEncoderScorer
 
@@ -64,19 +65,24 @@ class DevSet:
         self.queries, self.qrels = load_split(cfg.data, cfg.data.dev_split, corpus)
         index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
         self.corpus, self.run = corpus, index.search(self.queries, cfg.eval.dev_depth)
+        # the bi-encoder does not train: its scores are computed once
+        self.bi = BiEncoderScorer(cfg.eval.biencoder, mined_dir(cfg) / "biencoder").score_run(
+            self.run, self.queries, corpus, cfg.eval.dev_depth, cfg.data.use_title) if cfg.eval.biencoder else None
 
     def evaluate(self, model, tokenizer, cfg: Config) -> dict:
-        """Cross-encoder alone and fused with BM25 (weight fixed by eval.fusion_weight or tuned here)."""
+        """Cross-encoder alone and fused (weights fixed by eval.fusion_weight / biencoder_weight or tuned here)."""
         scorer = CrossEncoderScorer(model, tokenizer, cfg.model.max_length, cfg.eval.batch_size, cfg.train.precision,
                                     progress=True)
         ce = score_candidates(self.run, self.queries, self.corpus, scorer, cfg.eval.dev_depth, cfg.data.use_title)
-        weight = cfg.eval.fusion_weight
-        if weight is None:
-            weight, _ = tune_weight(self.qrels, self.run, ce)
-        runs = {"BM25": self.run, "reranked": with_tail(fuse(self.run, ce, weight), self.run),
+        weight, bi_weight = cfg.eval.fusion_weight, cfg.eval.biencoder_weight or 0.0
+        if weight is None or (self.bi is not None and cfg.eval.biencoder_weight is None):
+            weight, bi_weight, _ = tune_weights(self.qrels, self.run, ce, self.bi)
+        runs = {"BM25": self.run, "reranked": with_tail(fuse(self.run, ce, weight, self.bi, bi_weight), self.run),
                 "cross-encoder": with_tail(ce, self.run)}
+        if self.bi is not None:
+            runs["bi-encoder"] = with_tail(self.bi, self.run)
         report = compare(self.qrels, runs, [10])
-        return {"fusion_weight": weight, "spread": score_spread(ce), **report}
+        return {"fusion_weight": weight, "biencoder_weight": bi_weight, "spread": score_spread(ce), **report}
 
 
 def make_optimizer(model, cfg: Config):
@@ -269,9 +275,11 @@ def dev_check(accelerator, model, tokenizer, cfg: Config, dev: DevSet | None, st
                                        "dev/ce_nDCG@10": round(m["nDCG@10"]["cross-encoder"], 4),
                                        "dev/bm25_nDCG@10": round(m["nDCG@10"]["BM25"], 4),
                                        "dev/MRR@10": round(m["MRR@10"]["reranked"], 4),
-                                       "dev/fusion_weight": result["fusion_weight"]})
+                                       "dev/fusion_weight": result["fusion_weight"],
+                                       "dev/biencoder_weight": result["biencoder_weight"]})
         accelerator.print(f"step {step} dev {headline(result, 'reranked')} | cross-encoder alone "
-                          f"{m['nDCG@10']['cross-encoder']:.3f}, BM25 weight {result['fusion_weight']}")
+                          f"{m['nDCG@10']['cross-encoder']:.3f}, BM25 weight {result['fusion_weight']}"
+                          + (f", bi-encoder weight {result['biencoder_weight']}" if cfg.eval.biencoder else ""))
         if result["spread"] < 1e-6:
             accelerator.print("warning: every dev passage got the same score: the model has collapsed")
         if ndcg > best:

@@ -34,10 +34,13 @@ def with_tail(head: Run, first_stage: Run) -> Run:
 
 
 def rerank(run: Run, queries: Queries, corpus: Corpus, scorer: Scorer, depth: int,
-           use_title: bool = True, fusion_weight: float = 0.0) -> tuple[Run, Run]:
-    """Returns (final ranking, cross-encoder scores of the top-`depth`)."""
+           use_title: bool = True, fusion_weight: float = 0.0, biencoder=None,
+           biencoder_weight: float = 0.0) -> tuple[Run, Run]:
+    """Returns (final ranking, cross-encoder scores of the top-`depth`); `biencoder` (a BiEncoderScorer) is only
+    run when its weight is not 0."""
     ce = score_candidates(run, queries, corpus, scorer, depth, use_title)
-    return with_tail(fuse(run, ce, fusion_weight), run), ce
+    bi = biencoder.score_run(run, queries, corpus, depth, use_title) if biencoder_weight else None
+    return with_tail(fuse(run, ce, fusion_weight, bi, biencoder_weight), run), ce
 
 
 def score_spread(run: Run) -> float:
