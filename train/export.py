@@ -60,7 +60,9 @@ def model_card(cfg: Config, dev_metrics: dict | None) -> str:
         metrics = "No dev evaluation was run for this model."
     fusion = serving_config(cfg, dev_metrics)["fusion"]
     weight, bi_weight = fusion["weight"], fusion["biencoder_weight"]
-    bi_term = (f" + {bi_weight} * cosine(bi-encoder `{fusion['biencoder']}`)" if bi_weight else "")
+    # the bundled base is all-MiniLM-L6-v2: name it as the Hub does, so a server can fetch the same bi-encoder
+    bi_name = "sentence-transformers/all-MiniLM-L6-v2" if fusion["biencoder"] == DEFAULT_BASE else fusion["biencoder"]
+    bi_term = f" + {bi_weight} * cosine(bi-encoder `{bi_name}`)" if bi_weight else ""
     title_note = "`<title>: <text>`" if cfg.data.use_title else "the passage text alone"
     return f"""---
 base_model: {base}
