@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -91,23 +92,27 @@ def strip_titles(src: Path, dst: Path) -> None:
     rows.save_to_disk(str(dst))
 
 
-def train_crosstune(root: Path, slug: str, overrides: list[str], dataset: Path, steps: int) -> dict:
-    run = root / slug
+def trained_once(run: Path, argv: list[str], model: Callable[[], Path], pairs: int) -> dict:
+    """Train a row in a child process once; later calls read <run>/trained.json (model folder, wall time, pairs)."""
     done = run / "trained.json"
     if done.exists():
         return json.loads(done.read_text())
     if run.exists():
         shutil.rmtree(run)  # a run killed mid-way starts over: its wall time would be wrong otherwise
-    # no dev checks inside the run: this script scores the final weights on the whole dev top-100 itself
-    seconds = sh([sys.executable, "-m", "train", "--config", str(CONFIG), *legal_overrides(root, slug),
-                  f"train.dataset={dataset}", f"train.max_steps={steps}", "train.eval_every=0",
-                  f"train.save_every={steps}", "train.keep_last=1", "data.dev_split=", *overrides])
-    from train.checkpoint import list_checkpoints
-
-    model = list_checkpoints(run)[-1][1] / "model"
-    info = {"model": str(model), "seconds": round(seconds, 1), "pairs": steps * 32}
+    seconds = sh(argv)
+    info = {"model": str(model()), "seconds": round(seconds, 1), "pairs": pairs}
     done.write_text(json.dumps(info))
     return info
+
+
+def train_crosstune(root: Path, slug: str, overrides: list[str], dataset: Path, steps: int) -> dict:
+    from train.checkpoint import list_checkpoints
+
+    # no dev checks inside the run: this script scores the final weights on the whole dev top-100 itself
+    argv = [sys.executable, "-m", "train", "--config", str(CONFIG), *legal_overrides(root, slug),
+            f"train.dataset={dataset}", f"train.max_steps={steps}", "train.eval_every=0",
+            f"train.save_every={steps}", "train.keep_last=1", "data.dev_split=", *overrides]
+    return trained_once(root / slug, argv, lambda: list_checkpoints(root / slug)[-1][1] / "model", steps * 32)
 
 
 def median_step_minutes(run: Path, steps: int) -> float | None:
@@ -121,17 +126,9 @@ def median_step_minutes(run: Path, steps: int) -> float | None:
 
 
 def train_st(root: Path, dataset: Path, steps: int, group: int = 8) -> dict:
-    run = root / "st"
-    done = run / "trained.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    if run.exists():
-        shutil.rmtree(run)
-    seconds = sh([sys.executable, __file__, "--st-worker", str(run), "--dataset", str(dataset),
-                  "--pairs", str(steps * 32), "--group", str(group)])
-    info = {"model": str(run / "model"), "seconds": round(seconds, 1), "pairs": steps * 32}
-    done.write_text(json.dumps(info))
-    return info
+    argv = [sys.executable, __file__, "--st-worker", str(root / "st"), "--dataset", str(dataset),
+            "--pairs", str(steps * 32), "--group", str(group)]
+    return trained_once(root / "st", argv, lambda: root / "st" / "model", steps * 32)
 
 
 def st_worker(out: Path, dataset: Path, pairs: int, group: int) -> None:
@@ -244,11 +241,12 @@ def evaluate(dev: Dev, systems: dict[str, dict], depth: int) -> dict:
         w, _, _ = tune_weights(dev.qrels, dev.bm25, scores)
         runs[f"{name} | alone"] = with_tail(scores, dev.bm25)
         runs[f"{name} | bm25"] = with_tail(fuse(dev.bm25, scores, w), dev.bm25)
-        weights[name] = (w, 0.0)
         if name != BI and bi is not None:
-            w3, v3, _ = tune_weights(dev.qrels, dev.bm25, scores, bi)
-            weights[name] = (w3, v3)
-        runs[f"{name} | fused"] = with_tail(fuse(dev.bm25, scores, *weights[name][:1], bi, weights[name][1]), dev.bm25)
+            w, v, _ = tune_weights(dev.qrels, dev.bm25, scores, bi)
+        else:
+            v = 0.0
+        weights[name] = (w, v)
+        runs[f"{name} | fused"] = with_tail(fuse(dev.bm25, scores, w, bi, v), dev.bm25)
     report = compare(dev.qrels, runs, [10, 100])
     report["weights"] = weights
     for kind in KINDS:

