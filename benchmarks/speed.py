@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import LEGAL, ROOT, machine, median, pct, timed, write_section  # noqa: E402
-from data.bm25 import BM25Config, BM25Index  # noqa: E402
-from data.loading import DataConfig, load_corpus, load_split  # noqa: E402
-from data.types import Doc, doc_text, ranked  # noqa: E402
+from crosstune.data.bm25 import BM25Config, BM25Index  # noqa: E402
+from crosstune.data.loading import DataConfig, load_corpus, load_split  # noqa: E402
+from crosstune.data.types import Doc, doc_text, ranked  # noqa: E402
 
 WARMUP, STEPS = 3, 20  # --quick: 2 and 8
 
@@ -126,9 +126,9 @@ def bench_rerank(model_path: str, corpus, queries, qrels, index, quick: bool) ->
 
     from sentence_transformers import CrossEncoder
 
-    from train.metrics import aggregate, per_query
-    from train.rerank import with_tail
-    from train.scoring import CrossEncoderScorer
+    from crosstune.train.metrics import aggregate, per_query
+    from crosstune.train.rerank import with_tail
+    from crosstune.train.scoring import CrossEncoderScorer
 
     sample, run = rerank_candidates(corpus, queries, qrels, index, 10 if quick else 50)
     pairs = {q: [(queries[q], doc_text(corpus[d])) for d in ranked(run[q])] for q in sample}
@@ -186,9 +186,9 @@ def grow_corpus(corpus: dict, size: int, seed: int = 0) -> dict:
 
 
 def bench_search(model_path: str, corpus, queries, qrels, size: int, quick: bool) -> tuple[str, dict]:
-    from train.metrics import aggregate, per_query
-    from train.rerank import score_candidates, with_tail
-    from train.scoring import CrossEncoderScorer
+    from crosstune.train.metrics import aggregate, per_query
+    from crosstune.train.rerank import score_candidates, with_tail
+    from crosstune.train.scoring import CrossEncoderScorer
 
     big = grow_corpus(corpus, size)
     build_s, build_mb = build_in_subprocess("bm25s", size)
@@ -245,7 +245,7 @@ def default_model(tmp: Path) -> str:
     for candidate in (ROOT / "checkpoints" / "legal" / "export", ROOT / "checkpoints" / "demo" / "export"):
         if (candidate / "config.json").exists():
             return str(candidate)
-    from train.model import DEFAULT_BASE, load_model, load_tokenizer
+    from crosstune.train.model import DEFAULT_BASE, load_model, load_tokenizer
 
     out = tmp / "fresh-head"
     load_model(DEFAULT_BASE).save_pretrained(out)
@@ -297,8 +297,8 @@ def main() -> None:
         if "mining" in only:
             done(bench_mining(corpus, train_q, args.quick))
         if "train" in only:
-            from train.commands import mine_command
-            from train.config import load_config
+            from crosstune.train.commands import mine_command
+            from crosstune.train.config import load_config
 
             mine_command(load_config(ROOT / "configs" / "legal.yaml", [f"run.root={tmp}", f"data.path={LEGAL}"]))
             done(bench_training(tmp / "legal" / "mined" / "dataset", tmp))

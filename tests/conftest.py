@@ -28,7 +28,7 @@ def tiny_model(tmp_path_factory) -> str:
 @pytest.fixture
 def tiny_cfg(tiny_model, tmp_path):
     """configs/tiny.yaml on the demo data, writing under tmp_path; call with extra dotted overrides."""
-    from train.config import load_config
+    from crosstune.train.config import load_config
 
     def make(*overrides: str):
         return load_config(ROOT / "configs" / "tiny.yaml",
@@ -41,8 +41,8 @@ def tiny_cfg(tiny_model, tmp_path):
 @pytest.fixture(scope="session")
 def mined_tiny(tiny_model, tmp_path_factory):
     """One mined dataset for the training tests to share (mining is deterministic)."""
-    from train.commands import mine_command
-    from train.config import load_config
+    from crosstune.train.commands import mine_command
+    from crosstune.train.config import load_config
 
     root = tmp_path_factory.mktemp("mined")
     cfg = load_config(ROOT / "configs" / "tiny.yaml",

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.types import Doc
-from train.biencoder import BiEncoderScorer
+from crosstune.data.types import Doc
+from crosstune.train.biencoder import BiEncoderScorer
 
 
 def test_scores_are_cosines_and_passages_are_encoded_once(tiny_model, tmp_path):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.bm25 import BM25Config, BM25Index, load_or_build, make_analyzer
-from data.loading import DataConfig, load_corpus, load_queries
-from data.types import DataError, Doc, ranked
+from crosstune.data.bm25 import BM25Config, BM25Index, load_or_build, make_analyzer
+from crosstune.data.loading import DataConfig, load_corpus, load_queries
+from crosstune.data.types import DataError, Doc, ranked
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from data.types import DataError
-from train.checkpoint import list_checkpoints, model_folder, prune, resolve_resume, step_name
-from train.config import Config, load_config, run_dir, to_yaml
-from train.outputs import atomic_dir, refuse_existing
+from crosstune.data.types import DataError
+from crosstune.train.checkpoint import list_checkpoints, model_folder, prune, resolve_resume, step_name
+from crosstune.train.config import Config, load_config, run_dir, to_yaml
+from crosstune.train.outputs import atomic_dir, refuse_existing
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ from collections import deque
 import pytest
 import torch
 
-from train.fusion import fuse, minmax, tune_weights
-from train.loop import collapse_reason
-from train.losses import chance_loss, listwise_ce, make_loss
-from train.rerank import with_tail
+from crosstune.train.fusion import fuse, minmax, tune_weights
+from crosstune.train.loop import collapse_reason
+from crosstune.train.losses import chance_loss, listwise_ce, make_loss
+from crosstune.train.rerank import with_tail
 
 
 def test_listwise_ce_is_cross_entropy_of_the_positive():

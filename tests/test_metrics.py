@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from train.metrics import aggregate, compare, format_table, measure_names, paired_p, per_query, write_trec
+from crosstune.train.metrics import aggregate, compare, format_table, measure_names, paired_p, per_query, write_trec
 
 L2 = math.log2
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from data.batching import EpochSampler, GroupDataset
-from data.bm25 import BM25Config, BM25Index
-from data.loading import DataConfig, load_corpus, load_split
-from data.mining import MiningConfig, mine, validate
-from data.types import DataError, Doc, doc_text
+from crosstune.data.batching import EpochSampler, GroupDataset
+from crosstune.data.bm25 import BM25Config, BM25Index
+from crosstune.data.loading import DataConfig, load_corpus, load_split
+from crosstune.data.mining import MiningConfig, mine, validate
+from crosstune.data.types import DataError, Doc, doc_text
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 

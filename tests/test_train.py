@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from data.types import DataError
-from train.checkpoint import list_checkpoints
-from train.cli import main
-from train.commands import evaluate_command, export_command, mine_command, rerank_command
-from train.config import run_dir
-from train.loop import train
+from crosstune.data.types import DataError
+from crosstune.train.checkpoint import list_checkpoints
+from crosstune.train.cli import main
+from crosstune.train.commands import evaluate_command, export_command, mine_command, rerank_command
+from crosstune.train.config import run_dir
+from crosstune.train.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def test_end_to_end_mine_train_export_crossencoder_evaluate(tiny_cfg, capsys):
 
     # the export, the checkpoint and sentence-transformers give the same scores
     from sentence_transformers import CrossEncoder
-    from train.scoring import CrossEncoderScorer
+    from crosstune.train.scoring import CrossEncoderScorer
 
     pairs = [("can my landlord raise the rent twice a year?", "Residential Tenancies Act: A landlord must not..."),
              ("how long is location data kept?", "We retain location data for 18 months."),
@@ -113,7 +113,7 @@ def test_patience_stops_when_dev_ndcg_stops_improving(tiny_cfg, mined_tiny):
 def test_the_gpu_recipe_runs_a_few_steps_on_cpu(tiny_model, tmp_path):
     # configs/legal-gpu.yaml as is (groups of 16, one padded forward, 2 loader workers, patience), on the demo
     # data with the tiny model: what a GPU session would run, checked here without one
-    from train.config import load_config
+    from crosstune.train.config import load_config
 
     cfg = load_config(ROOT / "configs" / "legal-gpu.yaml", [
         f"model.name={tiny_model}", f"run.root={tmp_path}", f"data.path={ROOT / 'data' / 'demo'}",
@@ -170,7 +170,7 @@ def test_batch_8_equals_batch_2_times_accumulation_4(tiny_cfg, mined_tiny):
 def test_two_cpu_processes_train_and_save_one_loadable_checkpoint(tiny_cfg, mined_tiny, tmp_path):
     cfg = tiny_cfg()
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "configs" / "accelerate" / "cpu.yaml"), "-m", "train", "--config", str(ROOT / "configs" / "tiny.yaml"),
+           str(ROOT / "configs" / "accelerate" / "cpu.yaml"), "-m", "crosstune.train", "--config", str(ROOT / "configs" / "tiny.yaml"),
            f"model.name={cfg.model.name}", f"run.root={cfg.run.root}", f"data.path={cfg.data.path}",
            "run.name=ddp", f"train.dataset={mined_tiny / 'dataset'}", "train.max_steps=2", "train.save_every=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -208,7 +208,7 @@ def test_cli_errors_name_the_key_and_the_fix(tiny_cfg, capsys):
 def test_a_classifier_with_two_labels_is_refused(tmp_path, tiny_model):
     from transformers import AutoConfig, BertForSequenceClassification
 
-    from train.model import load_model
+    from crosstune.train.model import load_model
 
     config = AutoConfig.from_pretrained(tiny_model, num_labels=2)
     BertForSequenceClassification(config).save_pretrained(tmp_path / "two")
@@ -217,7 +217,7 @@ def test_a_classifier_with_two_labels_is_refused(tmp_path, tiny_model):
 
 
 def test_default_base_is_checksum_verified(monkeypatch):
-    from train import model
+    from crosstune.train import model
 
     folder = model.resolve_model(model.DEFAULT_BASE)
     assert os.path.exists(os.path.join(folder, "model.safetensors"))

@@ -1,4 +1,4 @@
-"""`python -m train --config X` (and `accelerate launch -m train --config X`) runs the train command."""
+"""`python -m crosstune.train --config X` (and `accelerate launch -m crosstune.train --config X`) runs the train command."""
 import sys
 
 from .cli import main

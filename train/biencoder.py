@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.types import Corpus, Queries, Run, doc_text, ranked
+from crosstune.data.types import Corpus, Queries, Run, doc_text, ranked
 
 from .model import resolve_model
 

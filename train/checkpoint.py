@@ -5,7 +5,7 @@ import re
 import shutil
 from pathlib import Path
 
-from data.types import DataError
+from crosstune.data.types import DataError
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 

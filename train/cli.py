@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from data.types import DataError
+from crosstune.data.types import DataError
 
 HOME = Path(__file__).resolve().parent.parent
 DEMO_DATA = HOME / "data" / "demo"
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = command("mine", "BM25 candidates -> hard-negative dataset in checkpoints/<run>/mined/")
     c.add_argument("--overwrite", action="store_true", help="replace an existing mined dataset")
-    c = command("train", "fine-tune the cross-encoder (also: accelerate launch -m train --config ...)")
+    c = command("train", "fine-tune the cross-encoder (also: accelerate launch -m crosstune.train --config ...)")
     c.add_argument("--resume", default=None, help="'latest' or a step_* checkpoint folder")
     c.add_argument("--overwrite", action="store_true", help="delete this run's checkpoints and start over")
     c.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")

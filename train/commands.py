@@ -5,10 +5,10 @@ import json
 import time
 from pathlib import Path
 
-from data.bm25 import BM25Index, load_or_build
-from data.loading import load_corpus, load_split
-from data.mining import mine
-from data.types import DataError, Queries, doc_text, ranked
+from crosstune.data.bm25 import BM25Index, load_or_build
+from crosstune.data.loading import load_corpus, load_split
+from crosstune.data.mining import mine
+from crosstune.data.types import DataError, Queries, doc_text, ranked
 
 from .biencoder import BiEncoderScorer
 from .checkpoint import list_checkpoints, model_folder

@@ -8,10 +8,10 @@ from typing import Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from data.bm25 import BM25Config
-from data.loading import DataConfig
-from data.mining import MiningConfig
-from data.types import DataError
+from crosstune.data.bm25 import BM25Config
+from crosstune.data.loading import DataConfig
+from crosstune.data.mining import MiningConfig
+from crosstune.data.types import DataError
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data.types import DataError
+from crosstune.data.types import DataError
 
 from .config import Config, to_yaml
 from .model import DEFAULT_BASE

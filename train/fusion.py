@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from data.types import Qrels, Run
+from crosstune.data.types import Qrels, Run
 
 from .metrics import aggregate, per_query
 

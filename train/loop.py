@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from data.batching import EpochSampler, GroupCollator, GroupDataset, group_logits
-from data.bm25 import load_or_build
-from data.loading import load_corpus, load_split
-from data.types import DataError
+from crosstune.data.batching import EpochSampler, GroupCollator, GroupDataset, group_logits
+from crosstune.data.bm25 import load_or_build
+from crosstune.data.loading import load_corpus, load_split
+from crosstune.data.types import DataError
 
 from .checkpoint import list_checkpoints, prune, resolve_resume, step_name
 from .config import Config, run_dir as config_run_dir, to_yaml

@@ -7,7 +7,7 @@ import ir_measures
 import numpy as np
 from scipy import stats
 
-from data.types import Qrels, Run
+from crosstune.data.types import Qrels, Run
 
 # our names -> ir-measures' (RR@10 is MRR@10, AP is MAP once averaged)
 NAMES = {"nDCG@10": "nDCG@10", "MRR@10": "RR@10", "MAP": "AP"}
@@ -76,7 +76,7 @@ def format_table(report: dict) -> str:
 
 
 def write_trec(run: Run, path, tag: str) -> None:
-    from data.types import ranked
+    from crosstune.data.types import ranked
 
     with open(path, "w") as f:
         for qid in sorted(run):

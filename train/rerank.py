@@ -1,7 +1,7 @@
 """The rerank pipeline: BM25 top-k -> cross-encoder scores -> (optional fusion) -> a new Run."""
 from __future__ import annotations
 
-from data.types import Corpus, Queries, Run, doc_text, ranked
+from crosstune.data.types import Corpus, Queries, Run, doc_text, ranked
 
 from .fusion import fuse
 from .scoring import Scorer

@@ -13,7 +13,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from data.batching import tokenize_pairs
+from crosstune.data.batching import tokenize_pairs
 
 
 def cpu_has_bf16() -> bool:
