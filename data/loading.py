@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .splits import HOLDOUT, carve_holdout, held_out_passages
 from .types import Corpus, DataError, Doc, Qrels, Queries
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,15 @@ class DataConfig:
     # for format hf: the dataset holding qrels (BEIR's hub layout keeps them in "<path>-qrels")
     qrels_path: str = ""
     train_split: str = "train"
-    dev_split: Optional[str] = "dev"  # empty: train without dev checks
-    test_split: str = "test"
+    # the split that chooses (best checkpoint, early stopping, fusion weights): a qrels split, "holdout" for
+    # training queries carved out whole documents at a time (data/splits.py), or empty for no dev checks
+    dev_split: Optional[str] = "dev"
+    test_split: str = "test"  # the split `crosstune evaluate` reports; never the one that chose
+    holdout_queries: int = 100  # with dev_split: holdout, at least this many train queries are held out
+    holdout_seed: int = 42
+    # passage ids `<document><separator><k>` name their document (else the title does): the holdout keeps
+    # whole documents on one side
+    document_separator: str = "#"
     # prefix the document title to its text ("<title>: <text>") everywhere a passage is read
     use_title: bool = True
 
@@ -189,7 +197,30 @@ def check_qrels(qrels: Qrels, corpus: Corpus, queries: Queries, where: str) -> Q
 
 
 def load_split(cfg: DataConfig, split: str, corpus: Corpus) -> tuple[Queries, Qrels]:
-    """Queries and qrels of one split, restricted to queries that have judgments."""
-    queries = load_queries(cfg, split)
-    qrels = check_qrels(load_qrels(cfg, split), corpus, queries, f"{cfg.path} split {split!r}")
+    """Queries and qrels of one split, restricted to queries that have judgments. With dev_split "holdout", the
+    train split loses the held-out queries and "holdout" is them."""
+    carved = split == HOLDOUT or (split == cfg.train_split and cfg.dev_split == HOLDOUT)
+    source = cfg.train_split if carved else split
+    queries = load_queries(cfg, source)
+    qrels = check_qrels(load_qrels(cfg, source), corpus, queries, f"{cfg.path} split {source!r}")
+    if carved:
+        held = holdout_queries(cfg, qrels, corpus)
+        qrels = {q: d for q, d in qrels.items() if (q in held) == (split == HOLDOUT)}
     return {q: queries[q] for q in qrels}, qrels
+
+
+def holdout_queries(cfg: DataConfig, train_qrels: Qrels, corpus: Corpus) -> set[str]:
+    held = carve_holdout(train_qrels, corpus, cfg.holdout_queries, cfg.holdout_seed, cfg.document_separator)
+    if not held:
+        raise DataError(f"data.dev_split=holdout: the {cfg.train_split!r} split's queries all judge one document "
+                        "group, so none can be held out; name a dev split (data.dev_split) instead")
+    return held
+
+
+def holdout_passages(cfg: DataConfig, corpus: Corpus) -> set[str]:
+    """Passages of the documents the holdout judges (empty without a holdout): mining keeps them out of training."""
+    if cfg.dev_split != HOLDOUT:
+        return set()
+    queries = load_queries(cfg, cfg.train_split)
+    qrels = check_qrels(load_qrels(cfg, cfg.train_split), corpus, queries, f"{cfg.path} split {cfg.train_split!r}")
+    return held_out_passages(holdout_queries(cfg, qrels, corpus), qrels, corpus, cfg.document_separator)

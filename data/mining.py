@@ -30,11 +30,12 @@ def validate(cfg: MiningConfig) -> None:
 
 
 def mine(corpus: Corpus, queries: Queries, qrels: Qrels, run: Run, cfg: MiningConfig,
-         use_title: bool = True) -> tuple[list[dict], dict]:
-    """One row per (query, judged positive); returns rows and stats (queries used, dropped and why)."""
+         use_title: bool = True, exclude: set[str] = frozenset()) -> tuple[list[dict], dict]:
+    """One row per (query, judged positive); returns rows and stats (queries used, dropped and why).
+    `exclude`: passages no row may contain (a held-out split's documents)."""
     validate(cfg)
     start, end = cfg.negative_range
-    all_ids = list(corpus)
+    all_ids = [d for d in corpus if d not in exclude]
     rows, dropped = [], Counter()
     found = total = 0
     for qid in sorted(qrels):
@@ -47,7 +48,7 @@ def mine(corpus: Corpus, queries: Queries, qrels: Qrels, run: Run, cfg: MiningCo
         if not positives:
             dropped["no_positive_in_corpus"] += 1
             continue
-        pool = [d for d in retrieved[start:end] if d not in judged_pos]
+        pool = [d for d in retrieved[start:end] if d not in judged_pos and d not in exclude]
         if len(pool) < cfg.num_negatives:
             dropped["fewer_candidates_than_negatives"] += 1
             continue
@@ -67,7 +68,7 @@ def mine(corpus: Corpus, queries: Queries, qrels: Qrels, run: Run, cfg: MiningCo
             })
     used = len({r["query_id"] for r in rows})
     stats = {
-        "queries": len(qrels), "queries_used": used, "rows": len(rows),
+        "queries": len(qrels), "queries_used": used, "rows": len(rows), "passages_excluded": len(exclude),
         "queries_dropped": dict(dropped), "depth": cfg.depth,
         "positive_recall_at_depth": round(found / total, 4) if total else 0.0,
     }

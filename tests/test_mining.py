@@ -46,7 +46,7 @@ def test_rows_and_drop_reasons():
     rows, stats = mine(CORPUS, QUERIES, make_qrels(), make_run(), CFG)
     assert [(r["query_id"], r["positive_id"]) for r in rows] == [("q1", "d005"), ("q1", "d012")]
     assert stats == {
-        "queries": 4, "queries_used": 1, "rows": 2,
+        "queries": 4, "queries_used": 1, "rows": 2, "passages_excluded": 0,
         "queries_dropped": {"no_positive_in_corpus": 2, "fewer_candidates_than_negatives": 1},
         "depth": 40,
         # positives in the corpus: d005, d012 (q1, both retrieved), d001 (q3, retrieved) -> 3 / 3

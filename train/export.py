@@ -15,16 +15,21 @@ IDENTITY = "torch.nn.modules.linear.Identity"
 
 
 def serving_config(cfg: Config, dev: dict | None) -> dict:
-    """What a server needs to format inputs and fuse scores as training did (read back by train.scoring)."""
+    """The manifest of how this model ranks, read back by `evaluate`, `rerank` and serving: passage format, length,
+    the fusion (weights, the depth they were tuned at) and the split that chose the checkpoint and the weights."""
     weight = dev["fusion_weight"] if dev else (cfg.eval.fusion_weight or 0.0)
     bi_weight = dev.get("biencoder_weight", 0.0) if dev else (cfg.eval.biencoder_weight or 0.0)
+    selection = ({"split": dev.get("split", cfg.data.dev_split), "queries": dev.get("queries"), "step": dev["step"],
+                  "data": cfg.data.path} if dev else None)
     return {"use_title": cfg.data.use_title, "max_length": cfg.model.max_length, "scores": "logits",
             "first_stage": {"name": "bm25", **{k: getattr(cfg.bm25, k) for k in ("method", "k1", "b")}},
             "fusion": {"weight": weight, "biencoder": (cfg.eval.biencoder or None) if bi_weight else None,
-                       "biencoder_weight": bi_weight,
+                       "biencoder_weight": bi_weight, "depth": dev.get("depth", cfg.eval.depth) if dev else None,
+                       "source": f"tuned on split {selection['split']!r}" if dev else "the training config's eval.*",
                        "normalisation": "per-query min-max over the reranked candidates",
                        "formula": "weight * bm25 + biencoder_weight * biencoder_cosine + "
-                                  "(1 - weight - biencoder_weight) * cross_encoder"}}
+                                  "(1 - weight - biencoder_weight) * cross_encoder"},
+            "selection": selection}
 
 
 def export_model(src: Path, out: Path, cfg: Config, dev_metrics: dict | None) -> None:
@@ -51,7 +56,8 @@ def model_card(cfg: Config, dev_metrics: dict | None) -> str:
     if dev_metrics:
         from .metrics import format_table
 
-        metrics = (f"Dev split `{cfg.data.dev_split}`, BM25 top-{cfg.eval.dev_depth} reranked, step "
+        metrics = (f"Split `{dev_metrics.get('split', cfg.data.dev_split)}` (the one that chose this checkpoint and "
+                   f"the fusion weights, so these figures are in-sample), BM25 top-{dev_metrics.get('depth')} reranked, step "
                    f"{dev_metrics['step']}; `reranked` fuses BM25 with weight {dev_metrics['fusion_weight']}"
                    + (f" and the bi-encoder with weight {dev_metrics['biencoder_weight']}"
                       if dev_metrics.get("biencoder_weight") else "") + ", "

@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -18,7 +19,8 @@ from crosstune.data.bm25 import load_or_build
 from crosstune.data.loading import load_corpus, load_split
 from crosstune.data.types import DataError
 
-from .checkpoint import list_checkpoints, prune, resolve_resume, step_name
+from .checkpoint import abandon_after, list_checkpoints, prune, resolve_resume, step_name
+from .export import serving_config
 from .config import Config, run_dir as config_run_dir, to_yaml
 from .losses import chance_loss, make_loss
 from .metrics import compare, headline
@@ -57,32 +59,61 @@ def scalar_config(cfg: Config) -> dict:
     return flat
 
 
+class ShardedScorer:
+    """Each process scores its share of the pairs and every process gets all the scores back, in order: a dev
+    check on N processes takes 1/N of the time, and no process idles in a collective while another scores."""
+
+    def __init__(self, scorer, accelerator):
+        self.scorer, self.accelerator = scorer, accelerator
+
+    def score(self, pairs):
+        from accelerate.utils import gather_object
+
+        with self.accelerator.split_between_processes(list(pairs)) as share:
+            part = [float(x) for x in self.scorer.score(share)] if share else []
+        return np.asarray(gather_object(part), dtype=np.float32)
+
+
 class DevSet:
-    """BM25 candidates for the dev queries, fixed once; each check reranks them with the current model."""
+    """BM25 top-`eval.depth` of the split that chooses (data.dev_split), fixed once; each check reranks them with
+    the current model and tunes the fusion weights at the depth `evaluate` and serving apply them."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, accelerator):
         corpus = load_corpus(cfg.data)
-        self.queries, self.qrels = load_split(cfg.data, cfg.data.dev_split, corpus)
+        self.split = cfg.data.dev_split
+        self.queries, self.qrels = load_split(cfg.data, self.split, corpus)
         index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
-        self.corpus, self.run = corpus, index.search(self.queries, cfg.eval.dev_depth)
-        # the bi-encoder does not train: its scores are computed once
-        self.bi = BiEncoderScorer(cfg.eval.biencoder, mined_dir(cfg) / "biencoder").score_run(
-            self.run, self.queries, corpus, cfg.eval.dev_depth, cfg.data.use_title) if cfg.eval.biencoder else None
+        self.corpus, self.run = corpus, index.search(self.queries, cfg.eval.depth)
+        self.bi = biencoder_run(cfg, accelerator, self) if cfg.eval.biencoder else None
 
-    def evaluate(self, model, tokenizer, cfg: Config) -> dict:
-        """Cross-encoder alone and fused (weights fixed by eval.fusion_weight / biencoder_weight or tuned here)."""
+    def evaluate(self, model, tokenizer, cfg: Config, accelerator) -> dict:
+        """Cross-encoder alone and fused (a weight set in eval.* stays fixed; the others are tuned here)."""
         scorer = CrossEncoderScorer(model, tokenizer, cfg.model.max_length, cfg.eval.batch_size, cfg.train.precision,
-                                    progress=True)
-        ce = score_candidates(self.run, self.queries, self.corpus, scorer, cfg.eval.dev_depth, cfg.data.use_title)
-        weight, bi_weight = cfg.eval.fusion_weight, cfg.eval.biencoder_weight or 0.0
-        if weight is None or (self.bi is not None and cfg.eval.biencoder_weight is None):
-            weight, bi_weight, _ = tune_weights(self.qrels, self.run, ce, self.bi)
+                                    progress=accelerator.is_main_process)
+        ce = score_candidates(self.run, self.queries, self.corpus, ShardedScorer(scorer, accelerator), cfg.eval.depth,
+                              cfg.data.use_title)
+        weight, bi_weight, _ = tune_weights(self.qrels, self.run, ce, self.bi, cfg.eval.fusion_weight,
+                                            cfg.eval.biencoder_weight)
         runs = {"BM25": self.run, "reranked": with_tail(fuse(self.run, ce, weight, self.bi, bi_weight), self.run),
                 "cross-encoder": with_tail(ce, self.run)}
         if self.bi is not None:
             runs["bi-encoder"] = with_tail(self.bi, self.run)
         report = compare(self.qrels, runs, [10])
-        return {"fusion_weight": weight, "biencoder_weight": bi_weight, "spread": score_spread(ce), **report}
+        return {"split": self.split, "depth": cfg.eval.depth, "fusion_weight": weight, "biencoder_weight": bi_weight,
+                "spread": score_spread(ce), **report}
+
+
+def biencoder_run(cfg: Config, accelerator, dev: DevSet):
+    """The bi-encoder does not train: its scores are computed once, each process embedding its share of the queries
+    (only the main process keeps the on-disk cache, so no two write it)."""
+    from accelerate.utils import gather_object
+
+    cache = mined_dir(cfg) / "biencoder" if accelerator.is_main_process else None
+    scorer = BiEncoderScorer(cfg.eval.biencoder, cache, progress=accelerator.is_main_process)
+    with accelerator.split_between_processes(sorted(dev.run)) as qids:
+        part = scorer.score_run({q: dev.run[q] for q in qids}, dev.queries, dev.corpus, cfg.eval.depth,
+                                cfg.data.use_title)
+    return dict(gather_object(list(part.items())))
 
 
 def make_optimizer(model, cfg: Config):
@@ -149,11 +180,14 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     dataset = GroupDataset(load_from_disk(str(ddir)), cfg.train.group_size, cfg.train.seed)
     if len(dataset) == 0:
         raise DataError(f"{ddir}: the mined dataset is empty; see mined/stats.json for why queries were dropped")
+    # the loader's own generator: starting an iterator draws a seed from it, and a draw from the global RNG
+    # would shift every dropout mask after a resume
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size,
                                          sampler=EpochSampler(len(dataset), cfg.train.seed),
+                                         generator=torch.Generator().manual_seed(cfg.train.seed),
                                          collate_fn=GroupCollator(tokenizer, cfg.model.max_length, cfg.train.forward_chunk),
                                          num_workers=cfg.train.num_workers)
-    dev = DevSet(cfg) if cfg.data.dev_split and is_main else None
+    dev = DevSet(cfg, accelerator) if cfg.data.dev_split else None
 
     # 3. model, optimizer, schedule
     model = load_model(cfg.model.name, cfg.train.dropout)
@@ -176,6 +210,14 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
         state = json.loads((resume_path / "trainer_state.json").read_text())
         step, epoch, batch_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]
         stale = state.get("stale_checks", 0)
+        if is_main:
+            moved = abandon_after(out, step)
+            if moved:
+                accelerator.print(f"resume | step {step}: moved what the run wrote after it ({', '.join(moved)}) to "
+                                  f"{out / 'abandoned'}/, so a later --resume latest cannot pick it up")
+            if "best" in moved:
+                best, stale = -1.0, 0  # best/ came from an abandoned step: the next dev check writes a new one
+        accelerator.wait_for_everyone()
     if is_main:
         accelerator.init_trackers("tensorboard", config=scalar_config(cfg))  # -> <run>/tensorboard/
 
@@ -192,6 +234,8 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     bar = tqdm(total=steps, initial=step, desc="train", unit="step", disable=not is_main)
     t0, pairs_seen = time.time(), 0
     while step < steps:
+        # Accelerate forwards set_epoch only to the sampler: the dataset draws each epoch's negatives itself
+        dataset.set_epoch(epoch)
         loader.set_epoch(epoch)
         epoch_loader = accelerator.skip_first_batches(loader, batch_in_epoch) if batch_in_epoch else loader
         for batch in epoch_loader:
@@ -263,36 +307,38 @@ def log_metrics(accelerator, out: Path, record: dict) -> None:
 
 
 def dev_check(accelerator, model, tokenizer, cfg: Config, dev: DevSet | None, step: int, best: float, out: Path) -> float:
-    """Rerank the dev candidates on the main process; keep the best model in best/."""
-    if dev is not None:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.eval()
-        result = dev.evaluate(unwrapped, tokenizer, cfg)
-        unwrapped.train()
-        m = result["metrics"]
-        ndcg = m["nDCG@10"]["reranked"]
-        log_metrics(accelerator, out, {"step": step, "dev/nDCG@10": round(ndcg, 4),
-                                       "dev/ce_nDCG@10": round(m["nDCG@10"]["cross-encoder"], 4),
-                                       "dev/bm25_nDCG@10": round(m["nDCG@10"]["BM25"], 4),
-                                       "dev/MRR@10": round(m["MRR@10"]["reranked"], 4),
-                                       "dev/fusion_weight": result["fusion_weight"],
-                                       "dev/biencoder_weight": result["biencoder_weight"]})
-        accelerator.print(f"step {step} dev {headline(result, 'reranked')} | cross-encoder alone "
-                          f"{m['nDCG@10']['cross-encoder']:.3f}, BM25 weight {result['fusion_weight']}"
-                          + (f", bi-encoder weight {result['biencoder_weight']}" if cfg.eval.biencoder else ""))
-        if result["spread"] < 1e-6:
-            accelerator.print("warning: every dev passage got the same score: the model has collapsed")
-        if ndcg > best:
-            best = ndcg
+    """Rerank the dev candidates on every process; the main one keeps the best model (and its fusion) in best/."""
+    if dev is None:
+        return best
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.eval()
+    result = dev.evaluate(unwrapped, tokenizer, cfg, accelerator)
+    unwrapped.train()
+    m = result["metrics"]
+    ndcg = m["nDCG@10"]["reranked"]
+    log_metrics(accelerator, out, {"step": step, "dev/nDCG@10": round(ndcg, 4),
+                                   "dev/ce_nDCG@10": round(m["nDCG@10"]["cross-encoder"], 4),
+                                   "dev/bm25_nDCG@10": round(m["nDCG@10"]["BM25"], 4),
+                                   "dev/MRR@10": round(m["MRR@10"]["reranked"], 4),
+                                   "dev/fusion_weight": result["fusion_weight"],
+                                   "dev/biencoder_weight": result["biencoder_weight"]})
+    accelerator.print(f"step {step} {dev.split} {headline(result, 'reranked')} | cross-encoder alone "
+                      f"{m['nDCG@10']['cross-encoder']:.3f}, BM25 weight {result['fusion_weight']}"
+                      + (f", bi-encoder weight {result['biencoder_weight']}" if cfg.eval.biencoder else ""))
+    if result["spread"] < 1e-6:
+        accelerator.print("warning: every dev passage got the same score: the model has collapsed")
+    # every process computed the same metrics, so `best` agrees everywhere without a broadcast
+    if ndcg > best:
+        best = ndcg
+        if accelerator.is_main_process:
             with atomic_dir(out / "best") as tmp:
                 unwrapped.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
-                (tmp / "dev_metrics.json").write_text(json.dumps({"step": step, **result}, indent=1))
+                dev_metrics = {"step": step, **{k: v for k, v in result.items() if k != "per_query"}}
+                (tmp / "dev_metrics.json").write_text(json.dumps(dev_metrics, indent=1))
+                # the same manifest an export carries: evaluating best/ ranks with the fusion tuned here
+                (tmp / "crosstune.json").write_text(json.dumps(serving_config(cfg, dev_metrics), indent=1))
     accelerator.wait_for_everyone()
-    if accelerator.num_processes > 1:  # every process writes `best` into its checkpoint state
-        from accelerate.utils import broadcast_object_list
-
-        best = broadcast_object_list([best])[0]
     return best
 
 
