@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from crosstune.train.metrics import aggregate, compare, format_table, measure_names, paired_p, per_query, write_trec
+from crosstune.data.types import ranked
+from crosstune.train.metrics import (aggregate, compare, format_table, measure_names, paired_p, per_query, strict_run,
+                                     write_trec)
 
 L2 = math.log2
 
@@ -90,6 +92,36 @@ def test_perfect_ranking_scores_one():
     assert swapped["MRR@10"] == swapped["Recall@3"] == swapped["MAP"] == pytest.approx(1.0)
 
 
+def test_strict_run_scores_ranked_order_without_ties():
+    assert strict_run({"q": {"b": 0.0, "a": 0.0, "c": 1.0}, "e": {}}) == {"q": {"c": 3.0, "a": 2.0, "b": 1.0}, "e": {}}
+
+
+@pytest.mark.parametrize("relevant, ndcg, mrr", [("a", 1.0, 1.0), ("c", 1 / L2(4), 1 / 3)])
+def test_all_tied_scores_rank_by_doc_id_for_every_metric(relevant, ndcg, mrr):
+    # the issue's example: a flat list (min-max of equal scores is all zeros) ranks a, b, c for every metric
+    qrels = {"q": {d: int(d == relevant) for d in "abc"}}
+    got = per_query(qrels, {"q": {"a": 0.0, "b": 0.0, "c": 0.0}}, measure_names([1]))
+    assert got["nDCG@10"]["q"] == pytest.approx(ndcg)
+    assert got["MRR@10"]["q"] == pytest.approx(mrr)
+    assert got["MAP"]["q"] == pytest.approx(mrr)  # one relevant doc: AP is its reciprocal rank
+    assert got["Recall@1"]["q"] == float(relevant == "a")
+
+
+def tie_free(run):
+    """The same run scored 0, -1, -2, .. in `ranked` order: what every metric should see."""
+    return {q: {d: -float(i) for i, d in enumerate(ranked(docs))} for q, docs in run.items()}
+
+
+def test_tied_run_scores_exactly_as_its_ranked_order():
+    tied = {
+        "q1": {"d2": 1.0, "d1": 1.0, "d3": 1.0, "dX": 0.5},    # a three-way tie on top (bf16 logits come in steps)
+        "q2": {"d5": 0.0, "d4": 0.0},                          # graded, flat
+        "q5": {**{f"n{i}": 2.0 for i in range(10)}, "r": 2.0},  # r is 11th by id
+    }
+    names = measure_names([1, 2, 10])
+    assert per_query(QRELS, tied, names) == per_query(QRELS, tie_free(tied), names)
+
+
 @pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")
 def test_paired_p():
     a = {f"q{i}": 0.1 * (i % 5) for i in range(20)}
@@ -130,28 +162,52 @@ def test_compare_and_table():
     assert len(table) == 2 + 4
 
 
+def test_compare_reports_per_query_values_that_average_to_the_metrics():
+    tied = {"q1": {"d1": 0.0, "d2": 0.0, "d3": 0.0}, "q2": {"d4": 1.0, "d5": 1.0}}
+    report = compare(QRELS, {"BM25": RUN, "tied": tied}, [10])
+    pq = report["per_query"]
+    assert set(pq) == {"BM25", "tied"}
+    for system, metrics in pq.items():
+        assert list(metrics) == list(report["metrics"])
+        for m, values in metrics.items():
+            assert set(values) == {"q1", "q2", "q3", "q5"}, (system, m)
+            assert np.mean(list(values.values())) == pytest.approx(report["metrics"][m][system], abs=1e-6)
+    assert pq["BM25"]["nDCG@10"]["q1"] == round(Q1_NDCG, 6)  # rounded: report.json grows with every query
+    assert pq["BM25"]["MAP"] == pytest.approx(EXPECTED["MAP"], abs=1e-6)
+    # ties ranked by id: q1 d1 (rel), d2, d3 (rel); q2 d4 (grade 2) before d5
+    assert pq["tied"]["MRR@10"] == {"q1": 1.0, "q2": 1.0, "q3": 0.0, "q5": 0.0}
+    assert pq["tied"]["nDCG@10"]["q2"] == 1.0
+
+
 def test_write_trec_format(tmp_path):
     path = tmp_path / "run.trec"
     write_trec({"q2": {"a": 0.5, "b": 1.25}, "q1": {"z": 1.0, "y": 1.0, "x": -2.0}}, path, "bm25")
+    # scores encode the rank: trec_eval sorts by score and would break the y/z tie its own way
     assert path.read_text() == (
-        "q1 Q0 y 1 1.000000 bm25\n"   # tie broken by id
-        "q1 Q0 z 2 1.000000 bm25\n"
-        "q1 Q0 x 3 -2.000000 bm25\n"
-        "q2 Q0 b 1 1.250000 bm25\n"
-        "q2 Q0 a 2 0.500000 bm25\n"
+        "q1 Q0 y 1 3.000000 bm25\n"   # tie broken by id
+        "q1 Q0 z 2 2.000000 bm25\n"
+        "q1 Q0 x 3 1.000000 bm25\n"
+        "q2 Q0 b 1 2.000000 bm25\n"
+        "q2 Q0 a 2 1.000000 bm25\n"
     )
 
 
 def test_write_trec_reads_back_with_ir_measures(tmp_path):
     import ir_measures
 
-    path = tmp_path / "run.trec"
-    write_trec(RUN, path, "sys")
-    back = {}
-    for r in ir_measures.read_trec_run(str(path)):
-        back.setdefault(r.query_id, {})[r.doc_id] = r.score
-    assert set(back) == set(RUN)
-    for q in RUN:
-        assert back[q] == pytest.approx(RUN[q])
-    got = per_query(QRELS, back, ["MAP"])["MAP"]
-    assert got == pytest.approx(EXPECTED["MAP"])
+    tied = {**RUN, "q1": {"d3": 1.0, "d2": 1.0, "d1": 1.0, "dX": 1.0}}
+    for run in (RUN, tied):
+        path = tmp_path / "run.trec"
+        write_trec(run, path, "sys")
+        back = {}
+        for r in ir_measures.read_trec_run(str(path)):
+            back.setdefault(r.query_id, {})[r.doc_id] = r.score
+        assert {q: ranked(d) for q, d in back.items()} == {q: ranked(d) for q, d in run.items()}
+        # a reviewer's trec_eval on the file, with its own tie-breaking, gives the report's numbers
+        ours = per_query(QRELS, tie_free(run), ["nDCG@10", "MRR@10", "MAP"])
+        theirs = ir_measures.iter_calc([ir_measures.nDCG @ 10, ir_measures.RR @ 10, ir_measures.AP], QRELS,
+                                       ir_measures.read_trec_run(str(path)))
+        values = {(str(m.measure), m.query_id): m.value for m in theirs if m.query_id in {"q1", "q2", "q5"}}
+        assert len(values) == 3 * 3
+        for (measure, q), v in values.items():
+            assert v == pytest.approx(ours[{"RR@10": "MRR@10", "AP": "MAP"}.get(measure, measure)][q]), (measure, q)

@@ -72,6 +72,7 @@ def test_end_to_end_mine_train_export_crossencoder_evaluate(tiny_cfg, capsys):
     assert report["queries"] == 30
     assert set(report["metrics"]) == {"nDCG@10", "MRR@10", "Recall@10", "Recall@100", "MAP"}
     assert 0 < report["metrics"]["nDCG@10"]["BM25"] <= 1
+    assert len(json.loads((ev / "report.json").read_text())["per_query"]["reranked"]["nDCG@10"]) == 30
 
     rerank_command(cfg, {"q": "how long does the running app keep where I have been?"}, model=str(export), top_n=3)
     printed = capsys.readouterr().out
