@@ -44,6 +44,19 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def read_section(name: str) -> str:
+    """The current text between a section's markers in BENCHMARKS.md ('' when absent)."""
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else ""
+    found = re.search(re.escape(f"<!-- {name}:begin -->") + r"\n(.*?)\n" + re.escape(f"<!-- {name}:end -->"), text, re.S)
+    return found.group(1) if found else ""
+
+
+def subsections(body: str) -> dict[str, str]:
+    """'### N. title' blocks of a section by N: a run of some rows keeps the rows it did not re-run."""
+    parts = re.split(r"(?m)^(?=### \d+\. )", body)
+    return {re.match(r"### (\d+)\.", p).group(1): p.rstrip() + "\n" for p in parts if re.match(r"### \d+\.", p)}
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the block between <!-- name:begin --> and <!-- name:end --> in BENCHMARKS.md."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"

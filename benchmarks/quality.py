@@ -39,8 +39,11 @@ QUICK = ["train.max_steps=10", "train.eval_every=5", "train.save_every=5", "data
          "eval.depth=20"]
 
 
+DATA = LEGAL  # --data swaps in another BEIR folder (the demo set checks the code path in a few minutes)
+
+
 def overrides(root: Path, quick: bool) -> list[str]:
-    return [f"data.path={LEGAL}", f"run.root={root}", "run.name=legal", *(QUICK if quick else [])]
+    return [f"data.path={DATA}", f"run.root={root}", "run.name=legal", *(QUICK if quick else [])]
 
 
 def config(root: Path, quick: bool):
@@ -218,6 +221,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10 steps, 20 held-out queries, top-20: the code path only")
     ap.add_argument("--root", default=None, help="working folder (default checkpoints/quality[-quick])")
     ap.add_argument("--fresh", action="store_true", help="delete the working folder first")
+    ap.add_argument("--data", default=None, help="another BEIR folder (default: the shared legalbench-rag)")
     ap.add_argument("--st-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--pairs", type=int, default=0, help=argparse.SUPPRESS)
@@ -227,6 +231,8 @@ def main() -> None:
     if a.st_worker:
         return st_worker(Path(a.st_worker), Path(a.dataset), a.pairs, a.group, a.save_every)
 
+    global DATA
+    DATA = Path(a.data).resolve() if a.data else LEGAL
     root = Path(a.root or ROOT / "checkpoints" / ("quality-quick" if a.quick else "quality")).resolve()
     if a.fresh and root.exists():
         shutil.rmtree(root)
@@ -268,7 +274,7 @@ def main() -> None:
             f"{budget['export'] / 60:.1f} = **{sum(budget.values()) / 60:.1f} min** of wall clock in this run.\n"
             f"\nWall time of this run: {(time.perf_counter() - t0) / 60:.0f} min (steps cached from an earlier run "
             f"are not re-run).\n")
-    if not a.quick:  # a quick run checks the code path; its figures are too small a sample for the record
+    if not a.quick and DATA == LEGAL:  # a quick run checks the code path; its figures are too small a sample for the record
         write_section("quality", body)
     print(body)
     print(json.dumps({"BM25": round(m["BM25"], 4), "crosstune": round(m["reranked"], 4),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import LEGAL, ROOT, machine, median, pct, timed, write_section  # noqa: E402
+from benchmarks.common import LEGAL, ROOT, machine, median, pct, read_section, subsections, timed, write_section  # noqa: E402
 from crosstune.data.bm25 import BM25Config, BM25Index  # noqa: E402
 from crosstune.data.loading import DataConfig, load_corpus, load_split  # noqa: E402
 from crosstune.data.types import Doc, doc_text, ranked  # noqa: E402
@@ -154,7 +154,7 @@ def bench_rerank(model_path: str, corpus, queries, qrels, index, quick: bool) ->
                      f"{r['docs_s'] / st_r['docs_s']:.2f}x |" for n, r in results.items())
     table = f"""### 3. Reranking latency: 100 BM25 candidates per query, {len(sample)} dev queries, one query at a time
 
-Model: `{model_path}` (exported crosstune model). nDCG@10 over the same queries shows what precision costs.
+Model: `{model_path}` ({chosen_on(model_path)}). nDCG@10 over the same queries shows what precision costs.
 
 | scorer | p50 ms/query | p95 ms/query | docs/s | nDCG@10 | speed vs predict |
 |---|---|---|---|---|---|
@@ -166,6 +166,17 @@ Default path keeps {f"{auto_r['ndcg'] / fp32_r['ndcg']:.2%}" if fp32_r['ndcg'] e
                    "rerank_x_fp32": round(fp32_r["docs_s"] / st_r["docs_s"], 2),
                    "rerank_p95_s": round(auto_r["p95"], 3),
                    "rerank_ndcg_kept": round(auto_r["ndcg"] / fp32_r["ndcg"], 4) if fp32_r["ndcg"] else None}
+
+
+def chosen_on(model_path: str) -> str:
+    """Which split chose the model, from its manifest: the dev nDCG@10 columns are out-of-sample only if not dev."""
+    from crosstune.train.scoring import read_serving_config
+
+    split = (read_serving_config(model_path).get("selection") or {}).get("split")
+    if split is None:
+        return "no selection recorded"
+    return f"checkpoint chosen on split `{split}`; the dev figures here are " + (
+        "in-sample" if split == "dev" else "out-of-sample")
 
 
 SENTENCE = re.compile(r"(?<=[.;:!?])\s+")
@@ -223,7 +234,8 @@ def bench_search(model_path: str, corpus, queries, qrels, size: int, quick: bool
 
 Corpus: the {len(corpus):,} shared legalbench-rag passages plus {len(big) - len(corpus):,} made by recombining 3-6
 sentences of one source document (same title), so the dev qrels still hold, but the recombined passages
-copy the gold sentences without being judged: nDCG@10 here ranks depths, it is not comparable to the 65k corpus. Index build {build_s:.0f} s,
+copy the gold sentences without being judged: nDCG@10 here ranks depths, it is not comparable to the 65k corpus.
+Model: `{model_path}` ({chosen_on(model_path)}), the cross-encoder alone. Index build {build_s:.0f} s,
 {build_mb:,.0f} MiB of peak memory added by indexing (RSS); BM25 top-100 alone p50 {pct(bm25_lat, 50) * 1000:.0f} ms, p95
 {pct(bm25_lat, 95) * 1000:.0f} ms. Quality on {len(curve_q)} dev queries (BM25 alone nDCG@10 {bm25_ndcg:.3f});
 latency per query on {len(lat_q)} of them, BM25 + rerank end to end, scorer defaults (bf16 weights here,
@@ -285,10 +297,13 @@ def main() -> None:
     head = (f"## Speed (`python benchmarks/speed.py{' --quick' if args.quick else ''}`)\n\n"
             f"Machine: {machine()}. Both sides of every row ran on it in the same run, one after the other.\n\n")
 
+    kept = subsections(read_section("speed"))  # rows not re-run this time stay as they were measured
+
     def done(section):  # write what is measured so far: a crash later loses nothing
         sections.append(section)
         figures.update(section[1])
-        write_section("speed", head + "\n".join(t for t, _ in sections))
+        rows = {**kept, **subsections("\n".join(t for t, _ in sections))}
+        write_section("speed", head + "\n".join(rows[k] for k in sorted(rows, key=int)))
         print(json.dumps(section[1]), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,6 +36,9 @@ def mine_command(cfg: Config, overwrite: bool = False) -> dict:
     t0 = time.time()
     run = index.search(queries, cfg.mining.depth, progress=True)
     held = holdout_passages(cfg.data, corpus)
+    if held:
+        print(f"mine | data.dev_split=holdout: the held-out queries' {len(held)} passages (whole documents) are kept "
+              "out of every training row")
     rows, stats = mine(corpus, queries, qrels, run, cfg.mining, cfg.data.use_title, exclude=held)
     stats.update(index_seconds=round(t_index, 2), retrieve_and_mine_seconds=round(time.time() - t0, 2))
     if not rows:
