@@ -6,6 +6,8 @@ from typing import Sequence
 
 import torch
 
+from .types import DataError
+
 
 class GroupDataset(torch.utils.data.Dataset):
     """Mined rows -> (query, [positive, k negatives]).
@@ -16,13 +18,13 @@ class GroupDataset(torch.utils.data.Dataset):
 
     def __init__(self, rows, group_size: int, seed: int = 0):
         if group_size < 2:
-            raise ValueError("train.group_size must be >= 2 (one positive and at least one negative)")
+            raise DataError("train.group_size must be >= 2 (one positive and at least one negative)")
         # plain lists: row access on an Arrow table costs more than the whole collate
         self.rows = rows if isinstance(rows, list) else rows.to_list()
         self.group_size, self.seed, self.epoch = group_size, seed, 0
         have = min((len(r["negatives"]) for r in self.rows), default=0)
         if have < group_size - 1:
-            raise ValueError(f"train.group_size={group_size} needs {group_size - 1} negatives per row but the mined "
+            raise DataError(f"train.group_size={group_size} needs {group_size - 1} negatives per row but the mined "
                              f"rows have {have}; lower train.group_size or raise mining.num_negatives")
 
     def set_epoch(self, epoch: int) -> None:

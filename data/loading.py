@@ -1,10 +1,11 @@
 """Read corpora, queries and qrels from a BEIR folder, MS MARCO style TSV or a Hugging Face dataset."""
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import logging
+import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -37,10 +38,29 @@ class DataConfig:
     use_title: bool = True
 
 
-def open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+def iter_lines(path: Path, what: str = "file", hint: str = "check data.path") -> Iterator[tuple[int, str]]:
+    """Yield (line number, text) of a UTF-8 file, gzipped when it ends in .gz.
+
+    Bytes are decoded a line at a time so that bad UTF-8 or a truncated .gz names its line; every
+    reader goes through here, so no input file can end in a bare UnicodeDecodeError or EOFError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: {what} not found; {hint}")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a {what}")
+    line_no = 0
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            for line_no, raw in enumerate(f, 1):
+                try:
+                    yield line_no, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{line_no}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                    "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        where = f"after line {line_no}" if line_no else "from its first byte"
+        raise DataError(f"{path}: truncated or corrupt gzip file {where} ({e}); download or compress it again") from None
 
 
 def first_existing(folder: Path, names: list[str]) -> Path:
@@ -50,21 +70,23 @@ def first_existing(folder: Path, names: list[str]) -> Path:
     raise DataError(f"{folder}: none of {', '.join(names)} found; point data.path at a folder that has one")
 
 
+def duplicate_id(path: Path, line_no: int, kind: str, key: str) -> DataError:
+    return DataError(f"{path}:{line_no}: {kind} id {key!r} appears a second time; ids must be unique "
+                     "(remove or rename one of the two)")
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object); a malformed line stops with the file and line named."""
-    if not path.exists():
-        raise DataError(f"{path}: file not found; check data.path")
-    with open_text(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line_no}: malformed JSON ({e.msg}); fix or delete that line") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object per line")
-            yield line_no, obj
+    for line_no, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{line_no}: malformed JSON ({e.msg}); fix or delete that line") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{line_no}: expected a JSON object per line")
+        yield line_no, obj
 
 
 def field(obj: dict, key: str, path: Path, line_no: int) -> str:
@@ -77,57 +99,115 @@ def read_beir_corpus(path: Path) -> Corpus:
     corpus = {}
     for line_no, obj in read_jsonl(path):
         doc_id = field(obj, "_id", path, line_no)
+        if doc_id in corpus:
+            raise duplicate_id(path, line_no, "doc", doc_id)
         corpus[doc_id] = Doc(title=str(obj.get("title") or ""), text=field(obj, "text", path, line_no))
     return corpus
 
 
 def read_beir_queries(path: Path) -> Queries:
-    return {field(o, "_id", path, n): field(o, "text", path, n) for n, o in read_jsonl(path)}
+    queries = {}
+    for line_no, obj in read_jsonl(path):
+        qid = field(obj, "_id", path, line_no)
+        if qid in queries:
+            raise duplicate_id(path, line_no, "query", qid)
+        queries[qid] = field(obj, "text", path, line_no)
+    return queries
+
+
+INTEGER = re.compile(r"^-?\d+$")
+
+
+def qrels_columns(line: str) -> list[str] | None:
+    """BEIR rows are TAB-separated (`query-id<TAB>corpus-id<TAB>score`), so an id may hold spaces; TREC rows
+    (`qid 0 docid rel`) may use spaces. Returns [query, doc, score], or None when the shape is wrong."""
+    text = line.rstrip("\r\n")
+    parts = [p.strip() for p in text.split("\t")] if "\t" in text else text.split()
+    if len(parts) == 4:
+        parts = [parts[0], parts[2], parts[3]]
+    return parts if len(parts) == 3 and all(parts) else None
+
+
+def add_judgment(qrels: Qrels, qid: str, did: str, score: int, where: str) -> None:
+    """Refuse a second, different judgment of one (query, doc) pair: one would silently overwrite the other."""
+    if did in qrels.get(qid, {}):
+        if qrels[qid][did] != score:
+            raise DataError(f"{where}: query {qid!r} and doc {did!r} are judged again, now with score {score} "
+                            f"(earlier: {qrels[qid][did]}); keep one judgment per pair")
+        # the same judgment repeated (often from concatenated qrels files) means the same thing: warn, keep one
+        log.warning("%s: repeats an earlier judgment of query %r and doc %r; kept once", where, qid, did)
+        return
+    qrels.setdefault(qid, {})[did] = score
 
 
 def read_qrels_tsv(path: Path) -> Qrels:
-    """BEIR qrels: `query-id<TAB>corpus-id<TAB>score` with a header; TREC qrels: `qid 0 docid rel`."""
-    if not path.exists():
-        raise DataError(f"{path}: qrels file not found; check data.path and the split name")
+    """BEIR qrels: `query-id<TAB>corpus-id<TAB>score` with an optional header; TREC qrels: `qid 0 docid rel`."""
     qrels: Qrels = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts or (line_no == 1 and not parts[-1].lstrip("-").isdigit()):
-                continue  # blank line or header row
-            if len(parts) == 4:
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3 or not parts[2].lstrip("-").isdigit():
-                raise DataError(f"{path}:{line_no}: expected 'query-id<TAB>doc-id<TAB>integer score', got {line.strip()!r}")
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    first = True
+    for line_no, line in iter_lines(path, "qrels file", "check data.path and the split name"):
+        if not line.strip():
+            continue
+        parts = qrels_columns(line)
+        if first and not INTEGER.match(line.split()[-1]):
+            first = False
+            continue  # header row: only the first line may be one
+        first = False
+        if parts is None or not INTEGER.match(parts[2]):
+            raise DataError(f"{path}:{line_no}: expected 'query-id<TAB>doc-id<TAB>integer score' "
+                            f"(or TREC 'qid 0 doc-id score'), got {line.strip()!r}")
+        add_judgment(qrels, parts[0], parts[1], int(parts[2]), f"{path}:{line_no}")
+    if not qrels:
+        raise DataError(f"{path}: no judgments (the file is empty or holds only a header); "
+                        "add 'query-id<TAB>doc-id<TAB>score' rows or pick another split")
     return qrels
 
 
-def read_tsv_pairs(path: Path) -> dict[str, str]:
-    if not path.exists():
-        raise DataError(f"{path}: file not found; check data.path")
+def read_tsv_pairs(path: Path, kind: str) -> dict[str, str]:
     out = {}
-    with open_text(path) as f:
-        for line_no, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-            if len(row) < 2:
-                raise DataError(f"{path}:{line_no}: expected 'id<TAB>text'")
-            out[row[0]] = row[-1] if len(row) == 2 else "\t".join(row[1:])
+    for line_no, line in iter_lines(path):
+        row = line.rstrip("\r\n").split("\t")
+        if len(row) < 2:
+            raise DataError(f"{path}:{line_no}: expected 'id<TAB>text'")
+        if row[0] in out:
+            raise duplicate_id(path, line_no, kind, row[0])
+        out[row[0]] = "\t".join(row[1:])
     return out
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """`name` or `org/name`, as the Hugging Face hub spells ids; `./x`, `/x`, `~/x` and `a/b/c` are paths."""
+    return bool(HUB_ID.match(name)) and ".." not in name
+
+
+def missing_folder(path: str) -> DataError:
+    return DataError(f"data.path={path}: no such local folder ({Path(path).expanduser().resolve()}); "
+                     "fix data.path (a Hugging Face dataset id looks like org/name)")
+
+
 def detect_format(cfg: DataConfig) -> str:
+    if not cfg.path:
+        raise DataError("data.path is empty; set it to a BEIR or MS MARCO folder or a Hugging Face dataset id")
+    folder = Path(cfg.path)
     if cfg.format != "auto":
         if cfg.format not in ("beir", "msmarco", "hf"):
             raise DataError(f"data.format={cfg.format!r}; use one of auto, beir, msmarco, hf")
+        if not folder.exists() and (cfg.format != "hf" or not looks_like_hub_id(cfg.path)):
+            raise missing_folder(cfg.path)
         return cfg.format
-    folder = Path(cfg.path)
+    if not folder.exists():
+        if looks_like_hub_id(cfg.path):
+            return "hf"  # a hub id for `datasets`
+        raise missing_folder(cfg.path)
     if (folder / "corpus.jsonl").exists() or (folder / "corpus.jsonl.gz").exists():
         return "beir"
     if (folder / "collection.tsv").exists() or (folder / "collection.tsv.gz").exists():
         return "msmarco"
-    if folder.is_file() or (folder.exists() and not any(folder.iterdir())):
+    if folder.is_file() or not any(folder.iterdir()):
         raise DataError(f"{folder}: not a BEIR, MS MARCO or Hugging Face dataset folder; see data.format")
-    # anything else is handed to `datasets`: a hub id, or a local folder it can read
+    # anything else is handed to `datasets`: a local folder it can read
     return "hf"
 
 
@@ -137,9 +217,33 @@ def load_hf_table(path: str, name: str | None, split: str | None):
     try:
         ds = datasets.load_dataset(path, name, split=split)
     except Exception as e:  # datasets raises many types; the one-line reason is what a user needs
+        local = "" if Path(path).exists() else f"; there is no local folder {Path(path).resolve()} either"
         raise DataError(f"could not load Hugging Face dataset {path!r} (config {name!r}, split {split!r}): "
-                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{local}") from None
     return ds
+
+
+def hf_by_id(ds, path: str, kind: str, value) -> dict:
+    """A Hugging Face corpus or queries table by `_id`; a repeated id is an error, as in files."""
+    out = {}
+    for i, r in enumerate(ds):
+        key = str(r["_id"])
+        if key in out:
+            raise DataError(f"Hugging Face dataset {path!r} ({kind}s) row {i}: {kind} id {key!r} appears a second "
+                            "time; ids must be unique")
+        out[key] = value(r)
+    return out
+
+
+def qrels_file(folder: Path, name: str) -> Path:
+    """`<name>` or `<name>.gz`; the plain name (to report as missing) when neither exists."""
+    gz = folder / f"{name}.gz"
+    return gz if gz.exists() and not (folder / name).exists() else folder / name
+
+
+def split_qrels_file(cfg: DataConfig, fmt: str, split: str) -> Path:
+    folder = Path(cfg.path)
+    return qrels_file(folder / "qrels", f"{split}.tsv") if fmt == "beir" else qrels_file(folder, f"qrels.{split}.tsv")
 
 
 def load_corpus(cfg: DataConfig) -> Corpus:
@@ -147,11 +251,11 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     if fmt == "beir":
         corpus = read_beir_corpus(first_existing(folder, ["corpus.jsonl", "corpus.jsonl.gz"]))
     elif fmt == "msmarco":
-        texts = read_tsv_pairs(first_existing(folder, ["collection.tsv", "collection.tsv.gz"]))
+        texts = read_tsv_pairs(first_existing(folder, ["collection.tsv", "collection.tsv.gz"]), "doc")
         corpus = {k: Doc("", v) for k, v in texts.items()}
     else:
-        ds = load_hf_table(cfg.path, "corpus", "corpus")
-        corpus = {str(r["_id"]): Doc(str(r.get("title") or ""), str(r["text"])) for r in ds}
+        corpus = hf_by_id(load_hf_table(cfg.path, "corpus", "corpus"), cfg.path, "doc",
+                          lambda r: Doc(str(r.get("title") or ""), str(r["text"])))
     if not corpus:
         raise DataError(f"{cfg.path}: the corpus is empty; a reranker needs passages to rank")
     return corpus
@@ -162,22 +266,36 @@ def load_queries(cfg: DataConfig, split: str) -> Queries:
     if fmt == "beir":
         return read_beir_queries(first_existing(folder, ["queries.jsonl", "queries.jsonl.gz"]))
     if fmt == "msmarco":
-        return read_tsv_pairs(first_existing(folder, [f"queries.{split}.tsv", "queries.tsv"]))
-    ds = load_hf_table(cfg.path, "queries", "queries")
-    return {str(r["_id"]): str(r["text"]) for r in ds}
+        return read_tsv_pairs(first_existing(folder, [f"queries.{split}.tsv", "queries.tsv"]), "query")
+    return hf_by_id(load_hf_table(cfg.path, "queries", "queries"), cfg.path, "query", lambda r: str(r["text"]))
 
 
 def load_qrels(cfg: DataConfig, split: str) -> Qrels:
-    fmt, folder = detect_format(cfg), Path(cfg.path)
-    if fmt == "beir":
-        return read_qrels_tsv(folder / "qrels" / f"{split}.tsv")
-    if fmt == "msmarco":
-        return read_qrels_tsv(folder / f"qrels.{split}.tsv")
-    ds = load_hf_table(cfg.qrels_path or f"{cfg.path}-qrels", None, split)
+    fmt = detect_format(cfg)
+    if fmt in ("beir", "msmarco"):
+        return read_qrels_tsv(split_qrels_file(cfg, fmt, split))
+    path = cfg.qrels_path or f"{cfg.path}-qrels"
     qrels: Qrels = {}
-    for r in ds:
-        qrels.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r["score"])
+    for i, r in enumerate(load_hf_table(path, None, split)):
+        add_judgment(qrels, str(r["query-id"]), str(r["corpus-id"]), int(r["score"]),
+                     f"Hugging Face dataset {path!r} split {split!r} row {i}")
     return qrels
+
+
+def check_files(cfg: DataConfig, splits: list[str]) -> None:
+    """Cheap check before a long job: the data folder and the files it will read exist (nothing is parsed)."""
+    fmt, folder = detect_format(cfg), Path(cfg.path)
+    if fmt == "hf":
+        return  # `datasets` resolves hub ids and local layouts itself
+    corpus, queries = ("corpus.jsonl", "queries.jsonl") if fmt == "beir" else ("collection.tsv", None)
+    first_existing(folder, [corpus, f"{corpus}.gz"])
+    for split in {cfg.train_split if s == HOLDOUT else s for s in splits}:  # the holdout is read from train
+        if queries:
+            first_existing(folder, [queries, f"{queries}.gz"])
+        else:
+            first_existing(folder, [f"queries.{split}.tsv", "queries.tsv"])
+        if not (qrels := split_qrels_file(cfg, fmt, split)).exists():
+            raise DataError(f"{qrels}: qrels file not found; check data.path and the split name")
 
 
 def check_qrels(qrels: Qrels, corpus: Corpus, queries: Queries, where: str) -> Qrels:

@@ -145,11 +145,20 @@ def test_bundled_configs_load():
 
 
 def make_ckpt(run: Path, step: int, mtime: float | None = None, complete: bool = True) -> Path:
+    """A checkpoint with every file `resolve_resume` checks (tiny stand-ins for the real state)."""
+    import torch
+    from safetensors.torch import save_file
+
     path = run / step_name(step)
     path.mkdir(parents=True)
     if complete:
         (path / "state").mkdir()
-        (path / "trainer_state.json").write_text(json.dumps({"step": step}))
+        save_file({"w": torch.zeros(2)}, str(path / "state" / "model.safetensors"))
+        torch.save({"state": {}}, path / "state" / "optimizer.bin")
+        torch.save({"last_epoch": step}, path / "state" / "scheduler.bin")
+        (path / "state" / "random_states_0.pkl").write_bytes(b"rng")
+        (path / "trainer_state.json").write_text(json.dumps({"step": step, "epoch": 0, "batch_in_epoch": step,
+                                                             "best": -1.0}))
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return path

@@ -1,6 +1,7 @@
 """Checkpoint folders `step_000500/`: naming, finding the latest, pruning, and what to resume from."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -30,6 +31,63 @@ def prune(run_dir: Path, keep_last: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+STATE_KEYS = ("step", "epoch", "batch_in_epoch", "best")
+
+
+def zip_problem(path: Path) -> str | None:
+    """torch.save writes a zip archive whose index sits at the end: a truncated file has none."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path):
+            return None
+    except (zipfile.BadZipFile, OSError) as e:
+        return f"is truncated or corrupt ({e})"
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What makes a checkpoint unusable for --resume, found without loading it: '<file> <problem>' or None."""
+    from .model import safetensors_problem
+
+    meta = path / "trainer_state.json"
+    if not meta.is_file():
+        return "trainer_state.json is missing"
+    try:
+        state = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return f"trainer_state.json is not JSON ({e})"
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        return f"trainer_state.json lacks {', '.join(missing)}"
+    folder = path / "state"
+    weights = [folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()]
+    if not weights:
+        return "state/ has no model weights (model.safetensors)"
+    files = [weights[0], folder / "optimizer.bin", folder / "scheduler.bin", folder / "random_states_0.pkl"]
+    for f in files:
+        if not f.is_file():
+            return f"{f.relative_to(path)} is missing"
+        if f.stat().st_size == 0:
+            return f"{f.relative_to(path)} is empty"
+    for f in files[:3]:
+        if problem := (safetensors_problem(f) if f.suffix == ".safetensors" else zip_problem(f)):
+            return f"{f.relative_to(path)} {problem}"
+    return None
+
+
+def validate_checkpoint(path: Path, run_dir: Path) -> Path:
+    """Refuse a checkpoint that would fail (or half-load) in accelerator.load_state, naming the file and the way out."""
+    problem = checkpoint_problem(path)
+    if problem is None:
+        return path
+    older = [p.name for _, p in list_checkpoints(run_dir) if p != path and checkpoint_problem(p) is None]
+    way_out = "no other intact checkpoint here"
+    if older:
+        way_out = f"resume from the newest intact one, --resume {run_dir / older[-1]}" + (
+            f" (intact: {', '.join(older)})" if len(older) > 1 else "")
+    raise DataError(f"--resume {path}: {problem}; {way_out}, or start over with --overwrite")
+
+
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     """`--resume latest` takes the highest step of this run; `--resume PATH` a given checkpoint."""
     if not resume:
@@ -37,12 +95,13 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     if resume == "latest":
         found = list_checkpoints(run_dir)
         if not found:
-            raise DataError(f"--resume latest: no step_* checkpoint in {run_dir}; start without --resume")
-        return found[-1][1]
+            aside = " (an earlier run set aside by --overwrite is in .replaced/)" if (run_dir / ".replaced").exists() else ""
+            raise DataError(f"--resume latest: no step_* checkpoint in {run_dir}{aside}; start without --resume")
+        return validate_checkpoint(found[-1][1], run_dir)
     path = Path(resume)
     if not (path / "state").is_dir() or not (path / "trainer_state.json").exists():
         raise DataError(f"--resume {path}: not a crosstune checkpoint (needs state/ and trainer_state.json)")
-    return path
+    return validate_checkpoint(path, path.parent)
 
 
 def model_folder(path: Path) -> Path:

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace an existing mined dataset")
     c = command("train", "fine-tune the cross-encoder (also: accelerate launch -m crosstune.train --config ...)")
     c.add_argument("--resume", default=None, help="'latest' or a step_* checkpoint folder")
-    c.add_argument("--overwrite", action="store_true", help="delete this run's checkpoints and start over")
+    c.add_argument("--overwrite", action="store_true",
+                   help="start over; the old run waits in <run>/.replaced/ until the new one's first checkpoint")
     c.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     c = command("export", "write a Hugging Face folder + model card to checkpoints/<run>/export/")
     c.add_argument("--checkpoint", default=None, help="a step_* folder or best/ (default: best/, else the latest)")
@@ -124,7 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
-    args = build_parser().parse_args(argv)
+    # overrides may follow flags (`train --config X --overwrite train.lr=1e-4`): argparse gives a positional
+    # list one run of words only, so the words after a flag come back unparsed and join the overrides here
+    args, extra = build_parser().parse_known_args(argv)
+    flags = [w for w in extra if w.startswith("-")]
+    if flags:
+        print(f"crosstune {args.command}: error: unknown option {flags[0]}; see crosstune {args.command} --help",
+              file=sys.stderr)
+        return 2
+    args.overrides = [*args.overrides, *extra]
     try:
         dispatch(args)
     except (DataError, FileNotFoundError) as e:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from crosstune.data.bm25 import BM25Index, load_or_build
-from crosstune.data.loading import holdout_passages, load_corpus, load_split
+from crosstune.data.loading import holdout_passages, iter_lines, load_corpus, load_split
 from crosstune.data.mining import mine
 from crosstune.data.types import DataError, Queries, doc_text, ranked
 
@@ -14,6 +14,7 @@ from .biencoder import BiEncoderScorer
 from .checkpoint import list_checkpoints, model_folder
 from .config import Config, run_dir, to_yaml
 from .export import export_model
+from .model import check_model_source
 from .loop import mined_dir
 from .metrics import compare, format_table, write_trec
 from .outputs import atomic_dir, refuse_existing
@@ -77,8 +78,7 @@ def export_command(cfg: Config, source: str | None = None, overwrite: bool = Fal
     out = run_dir(cfg) / "export"
     refuse_existing(out, overwrite, "an export")
     src = model_folder(Path(source)) if source else newest_model(cfg, include_export=False)
-    if not (src / "config.json").exists():
-        raise DataError(f"{src}: no config.json; point --checkpoint at a step_* folder, best/ or a model folder")
+    src = Path(check_model_source(str(src), "--checkpoint" if source else "model"))
     dev = json.loads((src / "dev_metrics.json").read_text()) if (src / "dev_metrics.json").exists() else None
     # 2. write the folder atomically
     with atomic_dir(out) as tmp:
@@ -92,6 +92,7 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     # 1. the split, its BM25 candidates and the model
     split = split or cfg.data.test_split
     model_path = str(model or newest_model(cfg))
+    check_model_source(model_path, "--model" if model else "model", cfg.model.max_length)  # before the slow steps
     out = Path(output) if output else run_dir(cfg) / f"eval_{split}"
     refuse_existing(out, overwrite, "an evaluation")
     corpus = load_corpus(cfg.data)
@@ -108,6 +109,7 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     bi_name = biencoder.name if biencoder else None
     selection = selection_note(serving, split, cfg)
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length, progress=True,
+                                                key="--model" if model else "model",
                                                 batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
     t0 = time.time()
     final, ce = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, use_title, weight, biencoder, bi_weight)
@@ -187,30 +189,39 @@ def selection_note(serving: dict, split: str, cfg: Config) -> dict:
 
 def read_query_file(path: str) -> Queries:
     """JSON lines with _id/text, `id<TAB>text` lines, or one query per line."""
-    lines = [l.rstrip("\n") for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
     queries = {}
-    for n, line in enumerate(lines, 1):
+    for n, line in iter_lines(Path(path), "queries file", "check --queries"):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
         if line.lstrip().startswith("{"):
             try:
                 obj = json.loads(line)
-                queries[str(obj["_id"])] = str(obj["text"])
-            except (json.JSONDecodeError, KeyError) as e:
+                qid, text = str(obj["_id"]), str(obj["text"])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise DataError(f"{path}:{n}: expected a JSON object with _id and text ({e})") from None
         elif "\t" in line:
             qid, text = line.split("\t", 1)
-            queries[qid] = text
         else:
-            queries[f"q{n}"] = line
+            qid, text = f"q{n}", line
+        if qid in queries:
+            raise DataError(f"{path}:{n}: query id {qid!r} appears a second time; ids must be unique")
+        queries[qid] = text
+    if not queries:
+        raise DataError(f"{path}: no queries (the file is empty or blank); write one query a line, "
+                        "id<TAB>text lines, or JSON lines with _id and text")
     return queries
 
 
 def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_n: int = 10) -> dict:
-    # 1. corpus, index and model
+    # 1. model (checked before the slow steps), corpus and index
+    model_path = str(model or newest_model(cfg))
+    check_model_source(model_path, "--model" if model else "model", cfg.model.max_length)
     corpus = load_corpus(cfg.data)
     index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
-    model_path = str(model or newest_model(cfg))
     serving = read_serving_config(model_path)
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
+                                                key="--model" if model else "model",
                                                 batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
     weight, biencoder, bi_weight, fusion_source = fusion_settings(cfg, serving, model_path)
     print(f"rerank | BM25 top-{cfg.eval.depth} reranked by {model_path}; fusion from {fusion_source}")

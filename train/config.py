@@ -5,12 +5,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from crosstune.data.bm25 import BM25Config
 from crosstune.data.loading import DataConfig
-from crosstune.data.mining import MiningConfig
+from crosstune.data.mining import MiningConfig, validate as validate_mining
 from crosstune.data.types import DataError
 
 
@@ -98,6 +99,59 @@ CHOICES = {
 }
 
 
+# (key, test, what to set): numbers that would divide by zero, loop forever or write nonsense reports later
+RANGES = [
+    ("train.group_size", lambda v: v >= 2, "an integer >= 2 (1 positive + at least 1 negative)"),
+    ("train.batch_size", lambda v: v >= 1, "an integer >= 1 (groups per micro-batch)"),
+    ("train.grad_accum", lambda v: v >= 1, "an integer >= 1 (1: no accumulation)"),
+    ("train.lr", lambda v: v >= 0, "a learning rate >= 0, e.g. 3e-5"),
+    ("train.weight_decay", lambda v: v >= 0, "a value >= 0, e.g. 0.01"),
+    ("train.warmup_ratio", lambda v: 0 <= v <= 1, "a fraction of the steps in [0, 1], e.g. 0.1"),
+    ("train.max_steps", lambda v: v >= 0, "an integer >= 0 (0: use train.epochs)"),
+    ("train.epochs", lambda v: v >= 0, "a number >= 0"),
+    ("train.max_grad_norm", lambda v: v > 0, "a norm > 0, e.g. 1.0"),
+    ("train.pos_weight", lambda v: v is None or v > 0, "a weight > 0, or null for k negatives per positive"),
+    ("train.save_every", lambda v: v >= 1, "an integer >= 1 (optimizer steps between checkpoints)"),
+    ("train.keep_last", lambda v: v >= 0, "an integer >= 0 (0 keeps every checkpoint)"),
+    ("train.eval_every", lambda v: v >= 0, "an integer >= 0 (0: a dev check only at the end)"),
+    ("train.log_every", lambda v: v >= 1, "an integer >= 1 (optimizer steps between log lines)"),
+    ("train.num_workers", lambda v: v >= 0, "an integer >= 0 (0 loads batches in the main process)"),
+    ("train.forward_chunk", lambda v: v >= 0, "an integer >= 0 (0: the whole micro-batch at once)"),
+    ("train.dropout", lambda v: v is None or 0 <= v < 1, "a probability in [0, 1), or null for the model's own"),
+    ("model.max_length", lambda v: v >= 8, "an integer >= 8 (query + passage tokens), e.g. 256"),
+    ("eval.depth", lambda v: v >= 1, "an integer >= 1 (BM25 candidates reranked per query), e.g. 100"),
+    ("data.holdout_queries", lambda v: v >= 1, "an integer >= 1 (training queries held out to choose on), e.g. 100"),
+    ("eval.batch_size", lambda v: v >= 1, "an integer >= 1 (pairs per forward pass)"),
+    ("eval.recall_at", lambda v: len(v) > 0 and all(k >= 1 for k in v), "a list of cutoffs >= 1, e.g. [10, 100]"),
+    ("bm25.k1", lambda v: v >= 0, "a value >= 0, e.g. 1.5"),
+    ("bm25.b", lambda v: 0 <= v <= 1, "a value in [0, 1], e.g. 0.75"),
+]
+
+
+def read_yaml(path: Path) -> DictConfig:
+    """One config file; each way it can be unreadable gets a line that names it."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; --config takes a YAML file such as configs/demo.yaml")
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        reason = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise DataError(f"{where}: YAML syntax error ({reason}); fix the file (configs/ has examples)") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; is it a YAML file? re-save it as UTF-8") from None
+    except OSError as e:
+        if "Invalid loaded object type" in str(e):  # how OmegaConf refuses a top level that is a single value
+            raise DataError(f"{path}: the top level is a single value; it must be a mapping of sections "
+                            "(run:, data:, train: ...)") from None
+        raise DataError(f"{path}: cannot read it ({e})") from None
+    if not isinstance(loaded, DictConfig):
+        raise DataError(f"{path}: the top level is a {type(loaded).__name__.replace('Config', '').lower()}; "
+                        "it must be a mapping of sections (run:, data:, train: ...)")
+    return loaded
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Defaults <- YAML file <- dotted overrides (`train.lr=3e-5`); unknown keys are errors."""
     cfg = OmegaConf.structured(Config)
@@ -108,7 +162,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
             if not path.exists():
                 raise DataError(f"{path}: config file not found; see configs/ for examples")
             source = str(path)
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, read_yaml(path))
             source = "overrides"
         for item in overrides:
             if "=" not in item:
@@ -136,6 +190,14 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise DataError(f"{key}={value!r}; choose one of {', '.join(allowed)}")
+    for key, ok, rule in RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ok(value):
+            raise DataError(f"{key}={value}; set {key} to {rule}")
+    if not cfg.run.name or cfg.run.name in (".", ".."):
+        raise DataError(f"run.name={cfg.run.name!r}; name the run (its outputs go to {cfg.run.root}/<run.name>/)")
+    validate_mining(cfg.mining)  # now, not after the index is built and every query retrieved
     if cfg.model.num_labels != 1:
         raise DataError(f"model.num_labels={cfg.model.num_labels}; a reranker needs num_labels=1 (set model.num_labels: 1)")
     if cfg.train.group_size - 1 > cfg.mining.num_negatives + cfg.mining.random_negatives:

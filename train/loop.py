@@ -29,6 +29,7 @@ from .outputs import atomic_dir
 from .biencoder import BiEncoderScorer
 from .fusion import fuse, tune_weights
 from .rerank import score_candidates, score_spread, with_tail
+from .rundir import discard_replaced, preflight, set_aside, trained_outputs
 from .scoring import CrossEncoderScorer
 
 log = logging.getLogger(__name__)
@@ -133,16 +134,15 @@ def total_steps(cfg: Config, micro_batches_per_epoch: int) -> int:
 
 
 def prepare_run_dir(cfg: Config, resume: str | None, overwrite: bool, is_main: bool) -> Path:
+    """Refuse to start over a trained run without --overwrite; otherwise set its outputs aside (never delete
+    them here: that waits for the new run's first checkpoint). A run that never saved one blocks nothing."""
     out = config_run_dir(cfg)
-    trained = [p for p in [out / "best", out / "metrics.jsonl", *[p for _, p in list_checkpoints(out)]] if p.exists()]
+    trained = trained_outputs(out)
     if trained and not resume and not overwrite:
         raise DataError(f"{out} already holds a training run ({trained[0].name}); pass --resume latest to continue, "
                         "--overwrite to start over, or set run.name to a new name")
-    if is_main and trained and overwrite and not resume:
-        import shutil
-
-        for p in trained:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if is_main and not resume:
+        set_aside(out)
     return out
 
 
@@ -152,8 +152,9 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     from datasets import load_from_disk
     from transformers import get_scheduler
 
-    # 1. accelerator, run folder, resolved config (written before any work)
+    # 1. inputs checked before the run folder is touched; accelerator, run folder, resolved config
     out = config_run_dir(cfg)
+    preflight(cfg, dataset_dir(cfg))
     world = int(os.environ.get("WORLD_SIZE", 1))
     # without CUDA, Accelerate only joins torchrun's processes into one run when told cpu=True;
     # otherwise each would train alone and they would overwrite each other's checkpoints
@@ -164,8 +165,8 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
         raise DataError(f"launched {world} processes but Accelerate joined {accelerator.num_processes}; "
                         "check the accelerate config (configs/accelerate/)")
     is_main = accelerator.is_main_process
-    prepare_run_dir(cfg, resume, overwrite, is_main)
     resume_path = resolve_resume(resume, out)
+    prepare_run_dir(cfg, resume, overwrite, is_main)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(to_yaml(cfg))
@@ -363,4 +364,5 @@ def save_checkpoint(accelerator, model, tokenizer, cfg: Config, out: Path, step:
 
         replace_dir(tmp, final)
         prune(out, cfg.train.keep_last)
+        discard_replaced(out)  # the run an --overwrite set aside goes once this one has a checkpoint
     accelerator.wait_for_everyone()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from crosstune.data.batching import tokenize_pairs
+from crosstune.data.types import DataError
 
 
 def cpu_has_bf16() -> bool:
@@ -44,16 +45,18 @@ class CrossEncoderScorer:
         self.max_length, self.batch_size, self.precision, self.progress = max_length, batch_size, precision, progress
 
     @classmethod
-    def from_pretrained(cls, path: str, max_length: int | None = None, device: str | None = None, **kwargs):
+    def from_pretrained(cls, path: str, max_length: int | None = None, device: str | None = None,
+                        key: str = "--model", **kwargs):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        folder = Path(path)
-        if (folder / "model" / "config.json").exists():  # a training checkpoint
-            folder = folder / "model"
-            path = str(folder)
+        from .model import check_model_source
+
+        # a checkpoint resolves to its model/ folder; a bad path, config, weights or tokenizer stops here, unloaded
+        path = check_model_source(path, key, max_length)
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         if model.config.num_labels != 1:
-            raise ValueError(f"{path} has num_labels={model.config.num_labels}; a reranker needs num_labels=1")
+            raise DataError(f"{key}={path} has num_labels={model.config.num_labels}; a reranker needs num_labels=1 "
+                            "(a crosstune export, checkpoint or another cross-encoder)")
         tokenizer = AutoTokenizer.from_pretrained(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device).eval()
