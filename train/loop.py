@@ -19,7 +19,7 @@ from crosstune.data.bm25 import load_or_build
 from crosstune.data.loading import load_corpus, load_split
 from crosstune.data.types import DataError
 
-from .checkpoint import abandon_after, list_checkpoints, prune, resolve_resume, step_name
+from .checkpoint import abandon_after, prune, resolve_resume, step_name
 from .export import serving_config
 from .config import Config, run_dir as config_run_dir, to_yaml
 from .losses import chance_loss, make_loss
@@ -174,13 +174,8 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     set_seed(cfg.train.seed)
 
     # 2. data: mined groups, tokenized per batch in the collate function
-    ddir = dataset_dir(cfg)
-    if not (ddir / "dataset_info.json").exists():
-        raise DataError(f"{ddir}: no mined dataset; run `crosstune mine` with this config first, or set train.dataset")
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.max_length)
-    dataset = GroupDataset(load_from_disk(str(ddir)), cfg.train.group_size, cfg.train.seed)
-    if len(dataset) == 0:
-        raise DataError(f"{ddir}: the mined dataset is empty; see mined/stats.json for why queries were dropped")
+    dataset = GroupDataset(load_from_disk(str(dataset_dir(cfg))), cfg.train.group_size, cfg.train.seed)  # preflight-checked
     # the loader's own generator: starting an iterator draws a seed from it, and a draw from the global RNG
     # would shift every dropout mask after a resume
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size,
