@@ -28,6 +28,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
+def auto_precision_name() -> str:
+    """What crosstune's precision "auto" picks on this machine's CPU (bf16 only where measured faster)."""
+    import torch
+
+    from crosstune.train.scoring import auto_precision
+
+    return {"no": "fp32"}.get(p := auto_precision(torch.device("cpu")), p)
+
+
 def timed(fn):
     """(result, seconds)."""
     t0 = time.perf_counter()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import LEGAL, ROOT, machine, write_section  # noqa: E402
+from benchmarks.common import LEGAL, ROOT, auto_precision_name, machine, write_section  # noqa: E402
 
 CONFIG = ROOT / "configs" / "legal.yaml"
 ST = "sentence-transformers recipe"
@@ -74,14 +74,15 @@ def crosstune(root: Path, quick: bool, command: str, *extra: str) -> float:
 def st_worker(out: Path, dataset: Path, pairs: int, group: int, save_every: int) -> None:
     """sentence-transformers' recipe (examples/cross_encoder/training/ms_marco/training_ms_marco_bce.py):
     (query, passage, 0/1) pairs, BinaryCrossEntropyLoss(pos_weight=negatives per positive), lr 2e-5, warmup 10%,
-    bf16. Same mined rows, same count of pairs (32 a step) as crosstune; a checkpoint every `save_every` steps,
-    as crosstune's dev checks."""
+    bf16 where crosstune's `auto` picks it (the same precision on both sides). Same mined rows, same count of
+    pairs (32 a step) as crosstune; a checkpoint every `save_every` steps, as crosstune's dev checks."""
     import torch
     from datasets import Dataset, load_from_disk
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     from crosstune.train.model import resolve_model
+    from crosstune.train.scoring import auto_precision
 
     rows = load_from_disk(str(dataset))
     rng = random.Random(42)
@@ -98,7 +99,8 @@ def st_worker(out: Path, dataset: Path, pairs: int, group: int, save_every: int)
                          model_kwargs={"dtype": torch.float32})
     args = CrossEncoderTrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=32, num_train_epochs=1, learning_rate=2e-5,
-        warmup_ratio=0.1, bf16=True, use_cpu=not torch.cuda.is_available(), save_strategy="steps",
+        warmup_ratio=0.1, bf16=auto_precision(torch.device("cpu")) == "bf16", use_cpu=not torch.cuda.is_available(),
+        save_strategy="steps",
         save_steps=save_every, save_only_model=True, report_to="none", logging_steps=50, seed=42,
         dataloader_drop_last=True)
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(group - 1)))
@@ -260,8 +262,8 @@ def main() -> None:
             f"(of steps {cfg.train.eval_every} and {cfg.train.max_steps}) and its fusion weights. **Reported on the "
             f"{ours['report']['queries']} dev queries**, which chose nothing: out-of-sample. BM25 top-{cfg.eval.depth} "
             f"reranked. Every trained row starts from all-MiniLM-L6-v2 with a fresh one-logit head and sees "
-            f"{cfg.train.max_steps * 32} (query, passage) pairs from the same mined rows; cross-encoders score with bf16 "
-            f"weights. Metric columns: the fused ranking (BM25 + bi-encoder + cross-encoder, min-max normalised, "
+            f"{cfg.train.max_steps * 32} (query, passage) pairs from the same mined rows; both sides train and score in "
+            f"{auto_precision_name()} (`precision: auto` on this machine). Metric columns: the fused ranking (BM25 + bi-encoder + cross-encoder, min-max normalised, "
             f"what `configs/legal.yaml` serves). Learning rates are not tuned here, one each: crosstune's 3e-5 from "
             f"configs/legal.yaml, the peer's 2e-5 from its example (crosstune's recipe, lr and group size, was picked "
             f"on dev in an earlier session, before dev stopped choosing). p: two-sided paired t-test over queries.\n\n"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import LEGAL, ROOT, machine, median, pct, read_section, subsections, timed, write_section  # noqa: E402
+from benchmarks.common import LEGAL, ROOT, auto_precision_name, machine, median, pct, read_section, subsections, timed, write_section  # noqa: E402
 from crosstune.data.bm25 import BM25Config, BM25Index  # noqa: E402
 from crosstune.data.loading import DataConfig, load_corpus, load_split  # noqa: E402
 from crosstune.data.types import Doc, doc_text, ranked  # noqa: E402
@@ -136,7 +136,7 @@ def bench_rerank(model_path: str, corpus, queries, qrels, index, quick: bool) ->
     systems = {
         "sentence-transformers predict (defaults: fp32, batch 32)": lambda ps: st.predict(ps, show_progress_bar=False),
         "crosstune fp32": CrossEncoderScorer.from_pretrained(model_path, 256, "cpu", precision="no").score,
-        "crosstune default (auto: bf16 here)": CrossEncoderScorer.from_pretrained(model_path, 256, "cpu").score,
+        f"crosstune default (auto: {AUTO} here)": CrossEncoderScorer.from_pretrained(model_path, 256, "cpu").score,
     }
     results = {}
     for name, score in systems.items():
@@ -166,6 +166,9 @@ Default path keeps {f"{auto_r['ndcg'] / fp32_r['ndcg']:.2%}" if fp32_r['ndcg'] e
                    "rerank_x_fp32": round(fp32_r["docs_s"] / st_r["docs_s"], 2),
                    "rerank_p95_s": round(auto_r["p95"], 3),
                    "rerank_ndcg_kept": round(auto_r["ndcg"] / fp32_r["ndcg"], 4) if fp32_r["ndcg"] else None}
+
+
+AUTO = auto_precision_name()
 
 
 def chosen_on(model_path: str) -> str:
@@ -238,7 +241,7 @@ copy the gold sentences without being judged: nDCG@10 here ranks depths, it is n
 Model: `{model_path}` ({chosen_on(model_path)}), the cross-encoder alone. Index build {build_s:.0f} s,
 {build_mb:,.0f} MiB of peak memory added by indexing (RSS); BM25 top-100 alone p50 {pct(bm25_lat, 50) * 1000:.0f} ms, p95
 {pct(bm25_lat, 95) * 1000:.0f} ms. Quality on {len(curve_q)} dev queries (BM25 alone nDCG@10 {bm25_ndcg:.3f});
-latency per query on {len(lat_q)} of them, BM25 + rerank end to end, scorer defaults (bf16 weights here,
+latency per query on {len(lat_q)} of them, BM25 + rerank end to end, scorer defaults ({AUTO} weights here,
 length-sorted batches of 32, max length 256, torch threads = cores).
 
 | rerank depth | nDCG@10 | p50 s | p95 s |

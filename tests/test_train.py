@@ -290,3 +290,39 @@ def test_default_base_is_checksum_verified(monkeypatch):
     monkeypatch.setattr(model, "DEFAULT_BASE_SHA256", "0" * 64)
     with pytest.raises(DataError, match="sha256"):
         model.resolve_model(model.DEFAULT_BASE)
+
+
+def test_demo_overwrite_keeps_the_previous_run_until_the_new_one_finishes(tiny_model, tmp_path, capsys):
+    root = tmp_path / "runs"
+    (root / "demo" / "eval_test").mkdir(parents=True)
+    (root / "demo" / "eval_test" / "report.md").write_text("the previous demo")
+    tiny = [f"model.name={tiny_model}", f"run.root={root}", "model.max_length=64", "train.max_steps=2",
+            "train.eval_every=2", "train.save_every=2"]
+    # a demo that fails part-way (here: training) leaves the previous run where it can be moved back
+    assert main(["demo", "--overwrite", *tiny, f"train.dataset={tmp_path / 'missing'}"]) == 2
+    assert (root / ".demo.previous" / "eval_test" / "report.md").read_text() == "the previous demo"
+    assert (root / "demo" / "mined").exists()  # the failed attempt's leftovers
+    # a retry clears those leftovers but keeps the finished previous demo until it has finished itself
+    assert main(["demo", "--overwrite", *tiny]) == 0
+    assert not (root / ".demo.previous").exists() and (root / "demo" / "eval_test" / "report.md").exists()
+
+
+def test_auto_precision_is_measured_and_trains(tiny_cfg, mined_tiny, monkeypatch, capsys):
+    from crosstune.train import scoring
+
+    scoring.bf16_faster_on_cpu.cache_clear()
+    monkeypatch.setattr(scoring, "cpu_has_bf16", lambda: False)  # no bf16 units: never bf16, nothing timed
+    assert scoring.auto_precision(torch.device("cpu")) == "no"
+    scoring.bf16_faster_on_cpu.cache_clear()
+    monkeypatch.undo()
+    cfg = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", "data.dev_split=''", "train.max_steps=1",
+                   "train.precision=auto")
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)  # Accelerate fixes precision once a process
+    try:
+        train(cfg)
+    finally:
+        AcceleratorState._reset_state(True)
+    chosen = scoring.auto_precision(torch.device("cpu"))
+    assert f"precision {chosen} (auto)" in capsys.readouterr().out

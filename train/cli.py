@@ -67,10 +67,22 @@ def run_demo(args) -> None:
     if cfg.data.path == "data/demo" and not Path(cfg.data.path).exists():
         cfg.data.path = str(DEMO_DATA)  # run from any folder: the demo set ships inside the package
     out = run_dir(cfg)
+    previous = None
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise DataError(f"{out} already holds a demo run; pass --overwrite to replace it or run.name=<new name>")
-        shutil.rmtree(out)
+        # a finished demo is set aside, not deleted, so one that fails part-way leaves it to move back; the
+        # leftovers of an unfinished one go (an earlier finished one stays set aside)
+        previous = out.with_name(f".{out.name}.previous")
+        if (out / f"eval_{cfg.data.test_split}" / "report.md").exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            out.rename(previous)
+        else:
+            shutil.rmtree(out)
+        if previous.exists():
+            print(f"demo | the previous {out} is kept in {previous} until this run finishes")
+        else:
+            previous = None
     seconds = {}
     for name, step in [("mine", lambda: mine_command(cfg)), ("train", lambda: train(cfg)),
                        ("export", lambda: export_command(cfg)), ("evaluate", lambda: evaluate_command(cfg))]:
@@ -78,6 +90,8 @@ def run_demo(args) -> None:
         t0 = time.time()
         result = step()
         seconds[name] = time.time() - t0
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
     print("\n== demo: wall time per step ==")
     print("  ".join(f"{k} {v:.0f}s" for k, v in seconds.items()) + f"  total {sum(seconds.values()):.0f}s")
     from .metrics import headline

@@ -30,7 +30,7 @@ from .biencoder import BiEncoderScorer
 from .fusion import fuse, tune_weights
 from .rerank import score_candidates, score_spread, with_tail
 from .rundir import discard_replaced, preflight, set_aside, trained_outputs
-from .scoring import CrossEncoderScorer
+from .scoring import CrossEncoderScorer, auto_precision
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class DevSet:
 
     def evaluate(self, model, tokenizer, cfg: Config, accelerator) -> dict:
         """Cross-encoder alone and fused (a weight set in eval.* stays fixed; the others are tuned here)."""
-        scorer = CrossEncoderScorer(model, tokenizer, cfg.model.max_length, cfg.eval.batch_size, cfg.train.precision,
+        scorer = CrossEncoderScorer(model, tokenizer, cfg.model.max_length, cfg.eval.batch_size, accelerator.mixed_precision,
                                     progress=accelerator.is_main_process)
         ce = score_candidates(self.run, self.queries, self.corpus, ShardedScorer(scorer, accelerator), cfg.eval.depth,
                               cfg.data.use_title)
@@ -159,7 +159,10 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     # without CUDA, Accelerate only joins torchrun's processes into one run when told cpu=True;
     # otherwise each would train alone and they would overwrite each other's checkpoints
     cpu = cpu or (world > 1 and not torch.cuda.is_available())
-    accelerator = Accelerator(mixed_precision=cfg.train.precision, gradient_accumulation_steps=cfg.train.grad_accum,
+    precision = cfg.train.precision
+    if precision == "auto":  # measured on this machine: bf16 is not faster on every CPU that has it
+        precision = auto_precision(torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu"))
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.train.grad_accum,
                               log_with=trackers(), project_dir=str(out), cpu=cpu)
     if accelerator.num_processes != world:
         raise DataError(f"launched {world} processes but Accelerate joined {accelerator.num_processes}; "
@@ -221,7 +224,8 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     accelerator.print(
         f"crosstune train | {len(dataset)} groups of {group} ({len(dataset) * group} pairs) | effective batch "
         f"{eff} groups ({eff * group} pairs) | {steps} optimizer steps (~{steps * eff / len(dataset):.2f} epochs) | "
-        f"precision {cfg.train.precision} | {n_proc} process(es) on {accelerator.device}"
+        f"precision {accelerator.mixed_precision}{' (auto)' if cfg.train.precision == 'auto' else ''} | "
+        f"{n_proc} process(es) on {accelerator.device}"
         + (f" | resuming at step {step}" if step else ""))
 
     # 5. the loop
