@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from crosstune.data.bm25 import BM25Index, load_or_build
-from crosstune.data.loading import holdout_passages, iter_lines, load_corpus, load_split
+from crosstune.data.loading import holdout_passages, load_corpus, load_split
+from crosstune.data.readers import iter_lines
 from crosstune.data.mining import mine
 from crosstune.data.types import DataError, Queries, doc_text, ranked
 

@@ -209,14 +209,15 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
         state = json.loads((resume_path / "trainer_state.json").read_text())
         step, epoch, batch_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best"]
         stale = state.get("stale_checks", 0)
-        if is_main:
-            moved = abandon_after(out, step)
-            if moved:
-                accelerator.print(f"resume | step {step}: moved what the run wrote after it ({', '.join(moved)}) to "
-                                  f"{out / 'abandoned'}/, so a later --resume latest cannot pick it up")
-            if "best" in moved:
-                best, stale = -1.0, 0  # best/ came from an abandoned step: the next dev check writes a new one
-        accelerator.wait_for_everyone()
+        from accelerate.utils import broadcast_object_list
+
+        # every process must agree on `best`: they decide early stopping from it in step
+        moved = broadcast_object_list([abandon_after(out, step) if is_main else None])[0]
+        if moved:
+            accelerator.print(f"resume | step {step}: moved what the run wrote after it ({', '.join(moved)}) to "
+                              f"{out / 'abandoned'}/, so a later --resume latest cannot pick it up")
+        if "best" in moved:
+            best, stale = -1.0, 0  # best/ came from an abandoned step: the next dev check writes a new one
     if is_main:
         accelerator.init_trackers("tensorboard", config=scalar_config(cfg))  # -> <run>/tensorboard/
 

@@ -1,0 +1,151 @@
+"""Line-level readers of the files a collection comes in: JSON lines, BEIR/TREC qrels and id<TAB>text TSV,
+plain or gzipped. Each error names the file and the line."""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import re
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+from .types import Corpus, DataError, Doc, Qrels, Queries
+
+log = logging.getLogger(__name__)
+
+
+def iter_lines(path: Path, what: str = "file", hint: str = "check data.path") -> Iterator[tuple[int, str]]:
+    """Yield (line number, text) of a UTF-8 file, gzipped when it ends in .gz.
+
+    Bytes are decoded a line at a time so that bad UTF-8 or a truncated .gz names its line; every
+    reader goes through here, so no input file can end in a bare UnicodeDecodeError or EOFError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: {what} not found; {hint}")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a {what}")
+    line_no = 0
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            for line_no, raw in enumerate(f, 1):
+                try:
+                    yield line_no, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{line_no}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                    "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        where = f"after line {line_no}" if line_no else "from its first byte"
+        raise DataError(f"{path}: truncated or corrupt gzip file {where} ({e}); download or compress it again") from None
+
+
+def first_existing(folder: Path, names: list[str]) -> Path:
+    for name in names:
+        if (folder / name).exists():
+            return folder / name
+    raise DataError(f"{folder}: none of {', '.join(names)} found; point data.path at a folder that has one")
+
+
+def duplicate_id(path: Path, line_no: int, kind: str, key: str) -> DataError:
+    return DataError(f"{path}:{line_no}: {kind} id {key!r} appears a second time; ids must be unique "
+                     "(remove or rename one of the two)")
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object); a malformed line stops with the file and line named."""
+    for line_no, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{line_no}: malformed JSON ({e.msg}); fix or delete that line") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{line_no}: expected a JSON object per line")
+        yield line_no, obj
+
+
+def field(obj: dict, key: str, path: Path, line_no: int) -> str:
+    if key not in obj:
+        raise DataError(f"{path}:{line_no}: missing key '{key}' (BEIR rows need '_id' and 'text')")
+    return str(obj[key])
+
+
+def read_beir_corpus(path: Path) -> Corpus:
+    corpus = {}
+    for line_no, obj in read_jsonl(path):
+        doc_id = field(obj, "_id", path, line_no)
+        if doc_id in corpus:
+            raise duplicate_id(path, line_no, "doc", doc_id)
+        corpus[doc_id] = Doc(title=str(obj.get("title") or ""), text=field(obj, "text", path, line_no))
+    return corpus
+
+
+def read_beir_queries(path: Path) -> Queries:
+    queries = {}
+    for line_no, obj in read_jsonl(path):
+        qid = field(obj, "_id", path, line_no)
+        if qid in queries:
+            raise duplicate_id(path, line_no, "query", qid)
+        queries[qid] = field(obj, "text", path, line_no)
+    return queries
+
+
+INTEGER = re.compile(r"^-?\d+$")
+
+
+def qrels_columns(line: str) -> list[str] | None:
+    """BEIR rows are TAB-separated (`query-id<TAB>corpus-id<TAB>score`), so an id may hold spaces; TREC rows
+    (`qid 0 docid rel`) may use spaces. Returns [query, doc, score], or None when the shape is wrong."""
+    text = line.rstrip("\r\n")
+    parts = [p.strip() for p in text.split("\t")] if "\t" in text else text.split()
+    if len(parts) == 4:
+        parts = [parts[0], parts[2], parts[3]]
+    return parts if len(parts) == 3 and all(parts) else None
+
+
+def add_judgment(qrels: Qrels, qid: str, did: str, score: int, where: str) -> None:
+    """Refuse a second, different judgment of one (query, doc) pair: one would silently overwrite the other."""
+    if did in qrels.get(qid, {}):
+        if qrels[qid][did] != score:
+            raise DataError(f"{where}: query {qid!r} and doc {did!r} are judged again, now with score {score} "
+                            f"(earlier: {qrels[qid][did]}); keep one judgment per pair")
+        # the same judgment repeated (often from concatenated qrels files) means the same thing: warn, keep one
+        log.warning("%s: repeats an earlier judgment of query %r and doc %r; kept once", where, qid, did)
+        return
+    qrels.setdefault(qid, {})[did] = score
+
+
+def read_qrels_tsv(path: Path) -> Qrels:
+    """BEIR qrels: `query-id<TAB>corpus-id<TAB>score` with an optional header; TREC qrels: `qid 0 docid rel`."""
+    qrels: Qrels = {}
+    first = True
+    for line_no, line in iter_lines(path, "qrels file", "check data.path and the split name"):
+        if not line.strip():
+            continue
+        parts = qrels_columns(line)
+        if first and not INTEGER.match(line.split()[-1]):
+            first = False
+            continue  # header row: only the first line may be one
+        first = False
+        if parts is None or not INTEGER.match(parts[2]):
+            raise DataError(f"{path}:{line_no}: expected 'query-id<TAB>doc-id<TAB>integer score' "
+                            f"(or TREC 'qid 0 doc-id score'), got {line.strip()!r}")
+        add_judgment(qrels, parts[0], parts[1], int(parts[2]), f"{path}:{line_no}")
+    if not qrels:
+        raise DataError(f"{path}: no judgments (the file is empty or holds only a header); "
+                        "add 'query-id<TAB>doc-id<TAB>score' rows or pick another split")
+    return qrels
+
+
+def read_tsv_pairs(path: Path, kind: str) -> dict[str, str]:
+    out = {}
+    for line_no, line in iter_lines(path):
+        row = line.rstrip("\r\n").split("\t")
+        if len(row) < 2:
+            raise DataError(f"{path}:{line_no}: expected 'id<TAB>text'")
+        if row[0] in out:
+            raise duplicate_id(path, line_no, kind, row[0])
+        out[row[0]] = "\t".join(row[1:])
+    return out
