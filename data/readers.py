@@ -72,24 +72,24 @@ def field(obj: dict, key: str, path: Path, line_no: int) -> str:
     return str(obj[key])
 
 
-def read_beir_corpus(path: Path) -> Corpus:
-    corpus = {}
+def read_beir_rows(path: Path, kind: str, value) -> dict:
+    """`_id` -> value(row, line number) for each row of a BEIR JSON-lines file; a repeated id is an error."""
+    out = {}
     for line_no, obj in read_jsonl(path):
-        doc_id = field(obj, "_id", path, line_no)
-        if doc_id in corpus:
-            raise duplicate_id(path, line_no, "doc", doc_id)
-        corpus[doc_id] = Doc(title=str(obj.get("title") or ""), text=field(obj, "text", path, line_no))
-    return corpus
+        key = field(obj, "_id", path, line_no)
+        if key in out:
+            raise duplicate_id(path, line_no, kind, key)
+        out[key] = value(obj, line_no)
+    return out
+
+
+def read_beir_corpus(path: Path) -> Corpus:
+    return read_beir_rows(path, "doc", lambda o, n: Doc(title=str(o.get("title") or ""),
+                                                         text=field(o, "text", path, n)))
 
 
 def read_beir_queries(path: Path) -> Queries:
-    queries = {}
-    for line_no, obj in read_jsonl(path):
-        qid = field(obj, "_id", path, line_no)
-        if qid in queries:
-            raise duplicate_id(path, line_no, "query", qid)
-        queries[qid] = field(obj, "text", path, line_no)
-    return queries
+    return read_beir_rows(path, "query", lambda o, n: field(o, "text", path, n))
 
 
 INTEGER = re.compile(r"^-?\d+$")
