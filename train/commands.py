@@ -96,6 +96,12 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     check_model_source(model_path, "--model" if model else "model", cfg.model.max_length)  # before the slow steps
     out = Path(output) if output else run_dir(cfg) / f"eval_{split}"
     refuse_existing(out, overwrite, "an evaluation")
+    # how the model ranks (crosstune.json), settled before the slow steps: a depth mismatch stops here
+    serving = read_serving_config(model_path)
+    use_title = serving.get("use_title", cfg.data.use_title)
+    weight, biencoder, bi_weight, fusion_source = fusion_settings(cfg, serving, model_path)
+    bi_name = biencoder.name if biencoder else None
+    selection = selection_note(serving, split, cfg)
     corpus = load_corpus(cfg.data)
     queries, qrels = load_split(cfg.data, split, corpus)
     index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
@@ -104,11 +110,6 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     bm25 = index.search(queries, max(cfg.eval.depth, *cfg.eval.recall_at))
     t_bm25 = time.time() - t0
     # 2. rerank, formatting passages and fusing scores as the model was trained (crosstune.json)
-    serving = read_serving_config(model_path)
-    use_title = serving.get("use_title", cfg.data.use_title)
-    weight, biencoder, bi_weight, fusion_source = fusion_settings(cfg, serving, model_path)
-    bi_name = biencoder.name if biencoder else None
-    selection = selection_note(serving, split, cfg)
     scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length, progress=True,
                                                 key="--model" if model else "model",
                                                 batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
