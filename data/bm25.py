@@ -120,6 +120,22 @@ class BM25Index:
         return run
 
 
+def score_texts(query: str, texts: list[str], cfg: BM25Config) -> list[float]:
+    """BM25 of one query against texts a caller brings rather than an indexed corpus. The statistics (idf, average
+    length) are those texts' own: the scores order these texts and mean nothing across calls."""
+    analyze = make_analyzer(cfg)
+    q_tokens, tokens = analyze(query), [analyze(t) for t in texts]
+    if not q_tokens or not any(tokens):
+        return [0.0] * len(texts)
+    if cfg.backend == "rank_bm25":
+        return [float(s) for s in LuceneBM25(tokens, cfg).bm25.get_scores(q_tokens)]
+    import bm25s
+
+    engine = bm25s.BM25(method=cfg.method, k1=cfg.k1, b=cfg.b)
+    engine.index(tokens, show_progress=False)
+    return [float(s) for s in engine.get_scores(q_tokens)]
+
+
 def load_or_build(corpus: Corpus, cfg: BM25Config, folder: Path | None, use_title: bool) -> BM25Index:
     """Reuse a saved index when it was built from this corpus with these settings."""
     if folder is not None and (folder / "crosstune_index.json").exists() and cfg.backend == "bm25s":

@@ -23,7 +23,10 @@ def text_key(text: str) -> str:
 
 
 class EmbeddingCache:
-    """text hash -> unit embedding, in <folder>/embeddings.npy + keys.json, rewritten atomically when it grows."""
+    """text hash -> unit embedding, in <folder>/embeddings.npy + keys.json, rewritten atomically when it grows.
+    Without a folder (a server reranking texts its clients bring) it lives in memory and starts over when full."""
+
+    MEMORY_LIMIT = 200_000  # ~300 MB of 384-d float32 vectors
 
     def __init__(self, folder: Path | None):
         self.folder, self.vectors = folder, {}
@@ -34,6 +37,8 @@ class EmbeddingCache:
                 self.vectors = dict(zip(keys, matrix))
 
     def save(self) -> None:
+        if self.folder is None and len(self.vectors) > self.MEMORY_LIMIT:
+            self.vectors.clear()
         if self.folder is None or not self.vectors:
             return
         self.folder.mkdir(parents=True, exist_ok=True)

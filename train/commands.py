@@ -5,22 +5,20 @@ import json
 import time
 from pathlib import Path
 
-from crosstune.data.bm25 import BM25Index, load_or_build
+from crosstune.data.bm25 import BM25Index
 from crosstune.data.loading import holdout_passages, load_corpus, load_split
 from crosstune.data.readers import iter_lines
 from crosstune.data.mining import mine
 from crosstune.data.types import DataError, Queries, doc_text, ranked
 
-from .biencoder import BiEncoderScorer
 from .checkpoint import list_checkpoints, model_folder
-from .config import Config, run_dir, to_yaml
+from .config import Config, mined_dir, run_dir, to_yaml
 from .export import export_model
 from .model import check_model_source
-from .loop import mined_dir
 from .metrics import compare, format_table, write_trec
 from .outputs import atomic_dir, refuse_existing
-from .rerank import rerank, with_tail
-from .scoring import CrossEncoderScorer, read_serving_config
+from .pipeline import RankingPipeline
+from .rerank import with_tail
 
 
 def mine_command(cfg: Config, overwrite: bool = False) -> dict:
@@ -90,40 +88,31 @@ def export_command(cfg: Config, source: str | None = None, overwrite: bool = Fal
 
 def evaluate_command(cfg: Config, model: str | None = None, split: str | None = None,
                      output: str | None = None, overwrite: bool = False) -> dict:
-    # 1. the split, its BM25 candidates and the model
+    # 1. the model and how it ranks (crosstune.json), settled before the slow steps: a depth mismatch stops here
     split = split or cfg.data.test_split
     model_path = str(model or newest_model(cfg))
-    check_model_source(model_path, "--model" if model else "model", cfg.model.max_length)  # before the slow steps
     out = Path(output) if output else run_dir(cfg) / f"eval_{split}"
     refuse_existing(out, overwrite, "an evaluation")
-    # how the model ranks (crosstune.json), settled before the slow steps: a depth mismatch stops here
-    serving = read_serving_config(model_path)
-    use_title = serving.get("use_title", cfg.data.use_title)
-    weight, biencoder, bi_weight, fusion_source = fusion_settings(cfg, serving, model_path)
-    bi_name = biencoder.name if biencoder else None
-    selection = selection_note(serving, split, cfg)
-    corpus = load_corpus(cfg.data)
-    queries, qrels = load_split(cfg.data, split, corpus)
-    index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
+    pipe = RankingPipeline.load(model_path, cfg, search=True, key="--model" if model else "model", progress=True)
+    fusion = pipe.fusion
+    selection = selection_note(pipe.manifest, split, cfg)
+    queries, qrels = load_split(cfg.data, split, pipe.corpus)
     t0 = time.time()
     # retrieve deep enough for Recall@100 even when fewer candidates are reranked; the rest keep BM25 order
-    bm25 = index.search(queries, max(cfg.eval.depth, *cfg.eval.recall_at))
+    bm25 = pipe.index.search(queries, max(cfg.eval.depth, *cfg.eval.recall_at))
     t_bm25 = time.time() - t0
-    # 2. rerank, formatting passages and fusing scores as the model was trained (crosstune.json)
-    scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length, progress=True,
-                                                key="--model" if model else "model",
-                                                batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+    # 2. rerank through the pipeline: passages formatted and scores fused as the model was trained
     t0 = time.time()
-    final, ce = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, use_title, weight, biencoder, bi_weight)
+    ranking = pipe.rank(bm25, queries, pipe.corpus)
     t_rerank = time.time() - t0
     # 3. metrics side by side, with a paired test, and the run files
-    runs = {"BM25": bm25, "reranked": final}
-    if weight or bi_weight:
-        runs["cross-encoder"] = with_tail(ce, bm25)
+    runs = {"BM25": bm25, "reranked": ranking.final}
+    if fusion.fused:
+        runs["cross-encoder"] = with_tail(ranking.cross_encoder, bm25)
     report = compare(qrels, runs, list(cfg.eval.recall_at))
-    report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=weight,
-                  biencoder=bi_name, biencoder_weight=bi_weight, fusion_source=fusion_source, selection=selection,
-                  precision=scorer.precision,
+    report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=fusion.weight,
+                  biencoder=fusion.biencoder, biencoder_weight=fusion.biencoder_weight, fusion_source=fusion.source,
+                  selection=selection, precision=pipe.scorer.precision,
                   seconds={"bm25": round(t_bm25, 2), "rerank": round(t_rerank, 2)})
     table = format_table(report)
     with atomic_dir(out) as tmp:
@@ -132,46 +121,16 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
         (tmp / "report.md").write_text(
             f"# {cfg.run.name}: split `{split}`, BM25 top-{cfg.eval.depth} reranked\n\n"
             + (f"> **{selection['note']}**\n\n" if selection["in_sample"] else f"Selection: {selection['note']}.\n\n")
-            + f"Model: `{model_path}`; {report['queries']} queries; BM25 fusion weight {weight}"
-            + (f", bi-encoder `{bi_name}` weight {bi_weight}" if bi_weight else "") + f" (from {fusion_source}); "
-            f"p from a paired t-test over queries against BM25.\n\n{table}\n")
+            + f"Model: `{model_path}`; {report['queries']} queries; BM25 fusion weight {fusion.weight}"
+            + (f", bi-encoder `{fusion.biencoder}` weight {fusion.biencoder_weight}" if fusion.biencoder_weight else "")
+            + f" (from {fusion.source}); p from a paired t-test over queries against BM25.\n\n{table}\n")
         write_trec(bm25, tmp / "bm25.trec", "bm25")
-        write_trec(final, tmp / "reranked.trec", "crosstune")
+        write_trec(ranking.final, tmp / "reranked.trec", "crosstune")
     print(f"evaluate | {report['queries']} {split} queries, BM25 top-{cfg.eval.depth} reranked by {model_path}; "
-          f"fusion from {fusion_source}\n{table}\n-> {out}")
+          f"fusion from {fusion.source}\n{table}\n-> {out}")
     if selection["in_sample"]:
         print(f"warning: {selection['note']}")
     return report
-
-
-def fusion_settings(cfg: Config, serving: dict, model_path: str) -> tuple[float, BiEncoderScorer | None, float, str]:
-    """(BM25 weight, bi-encoder scorer or None, its weight, where they came from): a weight set in eval.* wins;
-    else the model's manifest (crosstune.json of an export or best/); else 0. Tuned weights fit one rerank depth
-    only: applying them at another is refused. The bi-encoder is loaded only when its weight is not 0."""
-    tuned = serving.get("fusion") or {}
-    explicit = cfg.eval.fusion_weight is not None, cfg.eval.biencoder_weight is not None
-    weight = cfg.eval.fusion_weight if explicit[0] else float(tuned.get("weight") or 0.0)
-    bi_weight = cfg.eval.biencoder_weight if explicit[1] else float(tuned.get("biencoder_weight") or 0.0)
-    from_manifest = [k for k, e, w in (("weight", explicit[0], weight), ("biencoder_weight", explicit[1], bi_weight))
-                     if not e and w]
-    tuned_depth = tuned.get("depth")
-    if from_manifest and tuned_depth and tuned_depth != cfg.eval.depth:
-        raise DataError(f"{model_path}/crosstune.json: fusion weights were tuned on BM25 top-{tuned_depth} but "
-                        f"eval.depth={cfg.eval.depth}; set eval.depth={tuned_depth}, or fix the weights yourself "
-                        "(eval.fusion_weight, eval.biencoder_weight; 0 ranks by the cross-encoder alone)")
-    if all(explicit):
-        source = "eval.fusion_weight / eval.biencoder_weight in the config"
-    elif from_manifest:
-        source = f"{model_path}/crosstune.json ({tuned.get('source', 'tuned in training')})"
-        if any(explicit):
-            source += ", with the config's eval.* weight"
-    else:
-        source = "none: the cross-encoder alone" if not (weight or bi_weight) else "eval.* in the config"
-    name = cfg.eval.biencoder or tuned.get("biencoder") or ""
-    if bi_weight and not name:
-        raise DataError(f"bi-encoder weight {bi_weight} but no bi-encoder is named; set eval.biencoder")
-    biencoder = BiEncoderScorer(name, mined_dir(cfg) / "biencoder") if bi_weight else None
-    return weight, biencoder, (bi_weight if biencoder else 0.0), source
 
 
 def selection_note(serving: dict, split: str, cfg: Config) -> dict:
@@ -216,28 +175,21 @@ def read_query_file(path: str) -> Queries:
 
 
 def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_n: int = 10) -> dict:
-    # 1. model (checked before the slow steps), corpus and index
+    # 1. the pipeline: model (checked before the slow steps), fusion, corpus and index
     model_path = str(model or newest_model(cfg))
-    check_model_source(model_path, "--model" if model else "model", cfg.model.max_length)
-    corpus = load_corpus(cfg.data)
-    index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
-    serving = read_serving_config(model_path)
-    scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
-                                                key="--model" if model else "model",
-                                                batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
-    weight, biencoder, bi_weight, fusion_source = fusion_settings(cfg, serving, model_path)
-    print(f"rerank | BM25 top-{cfg.eval.depth} reranked by {model_path}; fusion from {fusion_source}")
+    pipe = RankingPipeline.load(model_path, cfg, search=True, key="--model" if model else "model")
+    print(f"rerank | BM25 top-{cfg.eval.depth} reranked by {model_path}; fusion from {pipe.fusion.source}")
     # 2. BM25 top-k, then rerank and print
-    bm25 = index.search(queries, cfg.eval.depth)
-    reranked, _ = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, serving.get("use_title", cfg.data.use_title),
-                         weight, biencoder, bi_weight)
+    bm25 = pipe.index.search(queries, cfg.eval.depth)
+    reranked = pipe.rank(bm25, queries, pipe.corpus).final
     for qid, text in queries.items():
         bm25_rank = {d: i + 1 for i, d in enumerate(ranked(bm25[qid]))}
         print(f"\nquery {qid}: {text}")
         if not reranked[qid]:
             print("  (no passage shares a word with this query)")
         for i, did in enumerate(ranked(reranked[qid])[:top_n], 1):
-            snippet = doc_text(corpus[did], False)[:110].replace("\n", " ")
-            title = corpus[did].title or "-"
-            print(f"{i:>3}. {reranked[qid][did]:8.3f}  (BM25 #{bm25_rank[did]:<3}) {did}  [{title}]\n       {snippet}...")
+            doc = pipe.corpus[did]
+            snippet = doc_text(doc, False)[:110].replace("\n", " ")
+            print(f"{i:>3}. {reranked[qid][did]:8.3f}  (BM25 #{bm25_rank[did]:<3}) {did}  [{doc.title or '-'}]\n"
+                  f"       {snippet}...")
     return reranked

@@ -230,3 +230,8 @@ def to_yaml(cfg: Config) -> str:
 
 def run_dir(cfg: Config) -> Path:
     return Path(cfg.run.root) / cfg.run.name
+
+
+def mined_dir(cfg: Config) -> Path:
+    """The mined dataset, the saved BM25 index and the bi-encoder's embedding cache."""
+    return run_dir(cfg) / "mined"

@@ -21,22 +21,19 @@ from crosstune.data.types import DataError
 
 from .checkpoint import abandon_after, prune, resolve_resume, step_name
 from .export import serving_config
-from .config import Config, run_dir as config_run_dir, to_yaml
+from .config import Config, mined_dir, run_dir as config_run_dir, to_yaml
 from .losses import chance_loss, make_loss
 from .metrics import compare, headline
 from .model import load_model, load_tokenizer
 from .outputs import atomic_dir
 from .biencoder import BiEncoderScorer
-from .fusion import fuse, tune_weights
-from .rerank import score_candidates, score_spread, with_tail
+from .fusion import tune_weights
+from .pipeline import Fusion, RankingPipeline
+from .rerank import score_spread, with_tail
 from .rundir import discard_replaced, preflight, set_aside, trained_outputs
 from .scoring import CrossEncoderScorer, auto_precision
 
 log = logging.getLogger(__name__)
-
-
-def mined_dir(cfg: Config) -> Path:
-    return config_run_dir(cfg) / "mined"
 
 
 def dataset_dir(cfg: Config) -> Path:
@@ -88,14 +85,16 @@ class DevSet:
         self.bi = biencoder_run(cfg, accelerator, self) if cfg.eval.biencoder else None
 
     def evaluate(self, model, tokenizer, cfg: Config, accelerator) -> dict:
-        """Cross-encoder alone and fused (a weight set in eval.* stays fixed; the others are tuned here)."""
+        """Cross-encoder alone and fused (a weight set in eval.* stays fixed; the others are tuned here), ranked by
+        the same pipeline `evaluate` and serving use."""
         scorer = CrossEncoderScorer(model, tokenizer, cfg.model.max_length, cfg.eval.batch_size, accelerator.mixed_precision,
                                     progress=accelerator.is_main_process)
-        ce = score_candidates(self.run, self.queries, self.corpus, ShardedScorer(scorer, accelerator), cfg.eval.depth,
-                              cfg.data.use_title)
+        pipe = RankingPipeline(ShardedScorer(scorer, accelerator), depth=cfg.eval.depth, use_title=cfg.data.use_title)
+        ce, _ = pipe.signals(self.run, self.queries, self.corpus)
         weight, bi_weight, _ = tune_weights(self.qrels, self.run, ce, self.bi, cfg.eval.fusion_weight,
                                             cfg.eval.biencoder_weight)
-        runs = {"BM25": self.run, "reranked": with_tail(fuse(self.run, ce, weight, self.bi, bi_weight), self.run),
+        tuned = Fusion(weight, cfg.eval.biencoder or None, bi_weight, cfg.eval.depth, f"tuned on split {self.split!r}")
+        runs = {"BM25": self.run, "reranked": pipe.with_fusion(tuned).fuse(self.run, ce, self.bi),
                 "cross-encoder": with_tail(ce, self.run)}
         if self.bi is not None:
             runs["bi-encoder"] = with_tail(self.bi, self.run)

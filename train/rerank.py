@@ -1,9 +1,8 @@
-"""The rerank pipeline: BM25 top-k -> cross-encoder scores -> (optional fusion) -> a new Run."""
+"""Building blocks of the ranking pipeline (train/pipeline.py): score the top-k, keep the tail in first-stage order."""
 from __future__ import annotations
 
 from crosstune.data.types import Corpus, Queries, Run, doc_text, ranked
 
-from .fusion import fuse
 from .scoring import Scorer
 
 
@@ -31,16 +30,6 @@ def with_tail(head: Run, first_stage: Run) -> Run:
         tail = [d for d in ranked(docs) if d not in top]
         out[qid] = {**top, **{d: floor - 1.0 - i for i, d in enumerate(tail)}}
     return out
-
-
-def rerank(run: Run, queries: Queries, corpus: Corpus, scorer: Scorer, depth: int,
-           use_title: bool = True, fusion_weight: float = 0.0, biencoder=None,
-           biencoder_weight: float = 0.0) -> tuple[Run, Run]:
-    """Returns (final ranking, cross-encoder scores of the top-`depth`); `biencoder` (a BiEncoderScorer) is only
-    run when its weight is not 0."""
-    ce = score_candidates(run, queries, corpus, scorer, depth, use_title)
-    bi = biencoder.score_run(run, queries, corpus, depth, use_title) if biencoder_weight else None
-    return with_tail(fuse(run, ce, fusion_weight, bi, biencoder_weight), run), ce
 
 
 def score_spread(run: Run) -> float:
