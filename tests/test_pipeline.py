@@ -130,3 +130,12 @@ def test_pair_lengths_count_before_truncation(fused):
     pipe = RankingPipeline.load(str(export), cfg("run.name=plain"))
     short, long = pipe.pair_lengths("lease", ["a short text", "word " * 200])
     assert short < pipe.max_length < long
+
+
+def test_tokenizing_ahead_in_a_thread_gives_the_same_scores(fused):
+    export = str(fused[2])
+    pairs = [(f"query {i}", TEXTS[i % 4] * (1 + i % 3)) for i in range(37)]
+    inline = CrossEncoderScorer.from_pretrained(export, device="cpu", precision="no", batch_size=4)
+    ahead = CrossEncoderScorer.from_pretrained(export, device="cpu", precision="no", batch_size=4, prefetch=2)
+    assert inline.prefetch is None and ahead.prefetch == 2
+    np.testing.assert_array_equal(inline.score(pairs), ahead.score(pairs))
