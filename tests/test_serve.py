@@ -148,6 +148,23 @@ def test_cohere_and_infinity_shape(server, pipeline):
     assert status == 200 and "document" not in out["results"][0] and out["meta"]["api_version"]["version"] == "1"
 
 
+def test_a_fused_score_is_returned_as_it_is(pipeline):
+    from crosstune.train.pipeline import Fusion
+
+    fused = pipeline.with_fusion(Fusion(weight=0.4, source="this test"))
+    expected = by_index(fused.rerank(QUERY, TEXTS))
+    assert expected != by_index(pipeline.rerank(QUERY, TEXTS))  # BM25 moved the scores
+    with running(fused) as srv:
+        for raw in (False, True):  # already in [0, 1]: no sigmoid, raw or not
+            status, out, _ = call(srv, "POST", "/rerank", {"query": QUERY, "texts": TEXTS, "raw_scores": raw})
+            assert status == 200
+            assert {r["index"]: r["score"] for r in out} == {i: pytest.approx(v, abs=1e-5) for i, v in expected.items()}
+        status, out, _ = call(srv, "POST", "/rerank", {"query": QUERY, "documents": TEXTS})
+        assert {r["index"]: r["relevance_score"] for r in out["results"]} == {
+            i: pytest.approx(v, abs=1e-5) for i, v in expected.items()}
+    assert all(0 <= v <= 1 for v in expected.values())
+
+
 def test_search_ranks_as_the_pipeline_and_needs_a_corpus(server, search_pipeline):
     status, out, _ = call(server, "POST", "/search", {"query": QUERY})
     assert status == 404 and out["error_type"] == "no_corpus" and "--config" in out["error"]
