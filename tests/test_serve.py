@@ -146,6 +146,8 @@ def test_cohere_and_infinity_shape(server, pipeline):
     assert out["meta"]["api_version"]["version"] == "2" and "object" not in out
     status, out, _ = call(server, "POST", "/v1/rerank", {"query": QUERY, "documents": TEXTS})
     assert status == 200 and "document" not in out["results"][0] and out["meta"]["api_version"]["version"] == "1"
+    status, out, _ = call(server, "POST", "/rerank", {"query": QUERY, "documents": TEXTS})
+    assert status == 200 and all(r["document"] is None for r in out["results"])  # as Infinity answers
 
 
 def test_a_fused_score_is_returned_as_it_is(pipeline):

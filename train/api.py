@@ -178,12 +178,16 @@ def tei_body(req: RerankRequest, hits: list, fused: bool) -> list[dict]:
 
 
 def cohere_body(req: RerankRequest, ranked: Ranked, fused: bool, model: str, cohere_path: str | None) -> dict:
-    """Infinity's body on /rerank (document a string); Cohere's on /v1/rerank, /v2/rerank (document {"text"})."""
+    """Infinity's body on /rerank (document a string, or null); Cohere's on /v1/rerank, /v2/rerank (document {"text"},
+    or left out). `usage` counts the tokens the model read (Infinity counts characters there)."""
     results = []
     for h in ranked.hits[:req.top_n]:
         item = {"index": h.index, "relevance_score": shown_score(h, req.raw_scores, fused)}
-        if req.return_text:
-            item["document"] = {"text": req.texts[h.index]} if cohere_path else req.texts[h.index]
+        if cohere_path:  # Cohere leaves the key out unless asked; Infinity always has it, null unless asked
+            if req.return_text:
+                item["document"] = {"text": req.texts[h.index]}
+        else:
+            item["document"] = req.texts[h.index] if req.return_text else None
         results.append(item)
     out = {"id": str(uuid.uuid4()), "results": results, "model": model,
            "usage": {"prompt_tokens": ranked.tokens, "total_tokens": ranked.tokens}}
