@@ -1,13 +1,14 @@
-"""Serving under load: `crosstune serve` (batching on, then off) and Infinity, the peer, serving the same export on
+"""Serving under load: `crosstune serve` (batching on and off) and Infinity, the peer, serving the same export on
 this machine in the same run, called by the same clients over loopback.
 
-    python benchmarks/serve_load.py            # ~20 min on 2 cores; writes BENCHMARKS.md (section "serve")
-    python benchmarks/serve_load.py --quick    # ~5 min: fewer requests, shorter windows
+    python benchmarks/serve_load.py            # ~25 min on 2 cores; writes BENCHMARKS.md (section "serve")
+    python benchmarks/serve_load.py --quick    # ~6 min: 60 requests or 60 s a server
 
-Each system gets the same requests, in the same order, from `--clients` concurrent clients (one keep-alive
+Each server gets the same requests, in the same order, from `--clients` concurrent clients (one keep-alive
 connection each): Infinity's /rerank body (`query`, `documents`: a legalbench-rag dev query and its BM25 top-100),
-and a share (`--bad-share`) of malformed ones of each kind. A system's run ends when its requests are used up or its
-time window (`--seconds`) closes, whichever comes first; a request in flight then is still answered and counted.
+and a share (`--bad-share`) of malformed ones of each kind. All servers run at once; they are driven in turns of
+`--slice` seconds, round after round, until each has had `--seconds` or used up `--requests` (requests in flight at
+the end of a turn are still answered and counted): a shared machine that slows down part-way slows every server.
 Infinity (`infinity-emb`) is installed by this script into its own virtualenv (checkpoints/infinity-venv), never
 into the project's. Ends with one JSON line of figures.
 """
@@ -142,34 +143,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_and_load(cmd: list[str], port: int, requests: list, args, log: Path, env: dict | None = None) -> dict:
-    """Start a server, warm it up, drive the load, stop it; the records and what the server said about itself."""
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        wait_ready(port, proc, log)
-        warm = [r for r in requests if r[0] == "good"][: args.clients]
-        drive(port, warm, args.clients, 600)
+class Server:
+    """One server under test: started, warmed up, then driven in slices that take turns with the other servers'."""
+
+    def __init__(self, name: str, cmd: list[str], port: int, log: Path, env: dict | None = None):
+        self.name, self.port, self.log = name, port, log
+        self.records: list[dict] = []
+        self.wall = 0.0
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def ready(self, warm: list) -> None:
+        wait_ready(self.port, self.proc, self.log)
+        drive(self.port, warm, len(warm), 600)
+
+    def slice(self, requests: list, clients: int, seconds: float) -> None:
+        """The next requests of the sequence for `seconds` (those in flight then are still answered and counted)."""
         t0 = time.perf_counter()
-        records = drive(port, requests, args.clients, args.seconds)
-        wall = max((r["end"] for r in records), default=t0) - t0
-        info = {}
+        done = drive(self.port, requests[len(self.records):], clients, seconds)
+        for r in done:
+            r["i"] += len(self.records)
+        self.records += done
+        self.wall += max((r["end"] for r in done), default=t0) - t0
+
+    def info(self) -> dict:
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             conn.request("GET", "/info")
             resp = conn.getresponse()
-            info = json.loads(resp.read()) if resp.status == 200 else {}
+            return json.loads(resp.read()) if resp.status == 200 else {}
         except (OSError, ValueError):
-            pass
-        return {"records": records, "wall": wall, "info": info, "alive": proc.poll() is None}
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
+            return {}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
             try:
-                proc.wait(timeout=60)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
 
 
 def install_infinity() -> tuple[Path | None, str]:
@@ -187,8 +200,9 @@ def install_infinity() -> tuple[Path | None, str]:
     return (exe, "") if exe.exists() else (None, f"{INFINITY} installed no infinity_emb command")
 
 
-def summarise(name: str, run: dict, texts: int) -> dict:
-    recs = run["records"]
+def summarise(server: Server, texts: int) -> dict:
+    name, recs, run = server.name, server.records, {"wall": server.wall, "info": server.info(),
+                                                       "alive": server.proc.poll() is None}
     good = [r for r in recs if r["kind"] == "good"]
     ok = [r for r in good if r["status"] == 200]
     lat = [r["s"] for r in ok]
@@ -236,6 +250,19 @@ def bad_table(results: list[dict]) -> str:
     return head + "\n" + "\n".join(rows)
 
 
+def start_infinity(model: str, tmp: Path, notes: list[str]) -> list[Server]:
+    exe, why = install_infinity()
+    if exe is None:
+        notes.append(f"Infinity could not be installed here: {why}")
+        return []
+    port = free_port()
+    cmd = [str(exe), "v2", "--model-id", model, "--host", "127.0.0.1", "--port", str(port), "--engine", "torch",
+           "--device", "cpu", "--log-level", "warning"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
+    print(f"serve_load | Infinity: {' '.join(cmd[1:])}", flush=True)
+    return [Server(f"Infinity {INFINITY.split('==')[1]}", cmd, port, tmp / "infinity.log", env)]
+
+
 def exported_fusion(model: str) -> str:
     """'' when the export ranks by its cross-encoder alone, else its fusion in words."""
     from crosstune.train.scoring import read_serving_config
@@ -251,7 +278,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="60 requests a system, 60 s windows (~6 min in all)")
     ap.add_argument("--model", default=None, help="the export both servers load (default: checkpoints/legal/export)")
     ap.add_argument("--requests", type=int, default=3000, help="requests per system, malformed ones included")
-    ap.add_argument("--seconds", type=float, default=300, help="each system's time window")
+    ap.add_argument("--seconds", type=float, default=300, help="each server's time, in slices taking turns")
+    ap.add_argument("--slice", type=float, default=30, help="seconds a server is driven before the next takes its turn")
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients, one keep-alive connection each")
     ap.add_argument("--texts", type=int, default=100, help="documents per request")
     ap.add_argument("--bad-share", type=float, default=None,
@@ -259,11 +287,12 @@ def main() -> None:
     ap.add_argument("--skip-infinity", action="store_true", help="measure crosstune only")
     args = ap.parse_args()
     if args.quick:
-        args.requests, args.seconds = min(args.requests, 60), min(args.seconds, 60)
+        args.requests, args.seconds, args.slice = min(args.requests, 60), min(args.seconds, 60), min(args.slice, 15)
     if args.bad_share is None:
         args.bad_share = 1 / 3 if args.quick else 0.1
     requests = make_requests(args.requests, args.texts, args.bad_share)
-    results, notes = [], []
+    notes: list[str] = []
+    servers: list[Server] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         from benchmarks.speed import default_model
@@ -280,30 +309,39 @@ def main() -> None:
                    ("crosstune serve, batching off", base + alone + ["serve.batching=false"])]
         if fusion:
             systems.append(("crosstune serve, batching on, fused as exported", base + ["serve.batching=true"]))
-        for name, cmd in systems:
-            port = free_port()
-            print(f"serve_load | {name}: {' '.join(cmd[1:])} --port {port}", flush=True)
-            results.append(summarise(name, serve_and_load(cmd + ["--port", str(port)], port, requests, args,
-                                                          tmp / f"{len(results)}.log"), args.texts))
-        if args.skip_infinity:
-            notes.append("Infinity was skipped (`--skip-infinity`).")
-        else:
-            exe, why = install_infinity()
-            if exe is None:
-                notes.append(f"Infinity could not be installed here: {why}")
-            else:
+        try:
+            for name, cmd in systems:
                 port = free_port()
-                cmd = [str(exe), "v2", "--model-id", model, "--host", "127.0.0.1", "--port", str(port),
-                       "--engine", "torch", "--device", "cpu", "--log-level", "warning"]
-                env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
-                print(f"serve_load | Infinity: {' '.join(cmd[1:])}", flush=True)
+                print(f"serve_load | {name}: {' '.join(cmd[1:])} --port {port}", flush=True)
+                servers.append(Server(name, cmd + ["--port", str(port)], port, tmp / f"{len(servers)}.log"))
+            if args.skip_infinity:
+                notes.append("Infinity was skipped (`--skip-infinity`).")
+            else:
+                servers += start_infinity(model, tmp, notes)
+            warm = [r for r in requests if r[0] == "good"][: args.clients]
+            for server in list(servers):
                 try:
-                    results.append(summarise(f"Infinity {INFINITY.split('==')[1]}",
-                                             serve_and_load(cmd, port, requests, args, tmp / "infinity.log", env),
-                                             args.texts))
+                    server.ready(warm)
                 except RuntimeError as e:
+                    if not server.name.startswith("Infinity"):
+                        raise
                     lines = str(e).splitlines()
                     notes.append(f"Infinity could not serve the export offline: {lines[0]} " + " / ".join(lines[-4:]))
+                    server.stop()
+                    servers.remove(server)
+            # the servers take turns, slice by slice, each in its own order each round: a machine that slows down
+            # or speeds up part-way (these are shared) weighs on every server alike
+            rounds = max(1, round(args.seconds / args.slice))
+            for r in range(rounds):
+                for server in servers[r % len(servers):] + servers[:r % len(servers)]:
+                    if len(server.records) < len(requests):
+                        server.slice(requests, args.clients, args.seconds / rounds)
+                print(f"serve_load | round {r + 1}/{rounds}: " + ", ".join(
+                    f"{s.name} {len(s.records)}" for s in servers), flush=True)
+            results = [summarise(s, args.texts) for s in servers]
+        finally:
+            for server in servers:
+                server.stop()
     write(results, notes, model, fusion, args)
 
 
@@ -324,12 +362,13 @@ def write(results: list[dict], notes: list[str], model: str, fusion: str, args) 
     agree = f"batching off {score_gap(on, off)}" + (f"; Infinity {score_gap(on, peer)}" if peer else "")
     body = f"""## Serving under load (`{command}`)
 
-Machine: {machine()}. The servers ran on it one after the other, each sent the same requests in the same order by
+Machine: {machine()}. The servers ran on it together, driven in turns of {args.slice:g} s round after round (so a
+machine that slows down part-way slows each alike), each sent the same requests in the same order by
 {args.clients} concurrent clients over loopback (one keep-alive connection each, a closed loop: a client sends its
 next request when its last is answered). Model: `{model}`, max length 256, fp32, scoring batches of 32 on both
 sides. Each good request is Infinity's /rerank body, a legalbench-rag dev query and its BM25 top-{args.texts};
 {args.bad_share:.0%} are malformed (kinds below). A server's run ends after {args.requests:,} requests or
-{args.seconds:g} s, whichever comes first. Latency is per good request, queueing included; docs/s counts the
+{args.seconds:g} s of turns, whichever comes first. Latency is per good request, queueing included; docs/s counts the
 documents of good requests answered 200. crosstune ranks by the cross-encoder alone here (`eval.fusion_weight=0
 eval.biencoder_weight=0`), the work Infinity does{f"; the fused row serves the export as it ranks ({fusion}), which adds the bi-encoder's embeddings of every text" if fusion else ""}.
 
