@@ -356,3 +356,15 @@ def test_the_cli_refuses_a_taken_port_and_a_missing_export_in_one_line(export, c
     assert main(["serve", str(Path(export[0]) / "nothing"), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "EXPORT=" in err and "nothing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_serve_extra_is_part_of_dev_and_pinned():
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "crosstune[serve]" in extras["dev"]
+    pins = {line.split("==")[0].lower() for line in (root / "constraints.txt").read_text().splitlines()
+            if "==" in line and not line.startswith("#")}
+    assert {re.match(r"[A-Za-z0-9_.\-]+", r).group(0).lower() for r in extras["serve"]} <= pins
+    assert {"starlette", "uvicorn"} <= {re.match(r"[A-Za-z0-9_.\-]+", r).group(0).lower() for r in extras["serve"]}

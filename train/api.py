@@ -151,7 +151,6 @@ def parse_search(body: dict, limits: ServeConfig) -> SearchRequest:
                          flag(body, "return_text", False))
 
 
-
 @dataclass(frozen=True)
 class Ranked:
     hits: list

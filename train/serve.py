@@ -68,12 +68,17 @@ async def read_body(request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise RequestError(413, "payload_too_large", f"the body has {int(declared):,} bytes; this server takes at most "
                            f"{limit:,} (serve.max_body_bytes)")
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, "payload_too_large", f"the body passes {limit:,} bytes (serve.max_body_bytes)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, "payload_too_large", f"the body passes {limit:,} bytes (serve.max_body_bytes)")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to answer; a 4xx keeps it out of the error log
+        raise RequestError(400, "client_disconnected", "the client left before sending its whole body") from None
     return b"".join(chunks)
 
 
