@@ -15,6 +15,7 @@ import random
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -298,11 +299,14 @@ def main() -> None:
     dev_q, dev_qrels = load_split(cfg, "dev", corpus)
     sections, figures = [], {}
     head = (f"## Speed (`python benchmarks/speed.py{' --quick' if args.quick else ''}`)\n\n"
-            f"Machine: {machine()}. Both sides of every row ran on it in the same run, one after the other.\n\n")
+            "Each row names the machine it ran on; both sides of a row ran there in the same run, one after the "
+            "other.\n\n")
+    ran_on = f"Ran on: {machine()}, {time.strftime('%Y-%m-%d')}.\n"
 
     kept = subsections(read_section("speed"))  # rows not re-run this time stay as they were measured
 
     def done(section):  # write what is measured so far: a crash later loses nothing
+        section = (section[0].rstrip("\n") + "\n\n" + ran_on, section[1])
         sections.append(section)
         figures.update(section[1])
         rows = {**kept, **subsections("\n".join(t for t, _ in sections))}
