@@ -14,13 +14,13 @@ from crosstune.data.types import DataError, Queries, doc_text, ranked
 from .biencoder import BiEncoderScorer
 from .checkpoint import list_checkpoints, model_folder
 from .config import Config, run_dir, to_yaml
-from .export import export_model
+from .export import check_format, export_model
 from .model import check_model_source
 from .loop import mined_dir
 from .metrics import compare, format_table, write_trec
 from .outputs import atomic_dir, refuse_existing
 from .rerank import rerank, with_tail
-from .scoring import CrossEncoderScorer, read_serving_config
+from .scoring import load_scorer, read_serving_config
 
 
 def mine_command(cfg: Config, overwrite: bool = False) -> dict:
@@ -74,17 +74,26 @@ def newest_model(cfg: Config, include_export: bool = True) -> Path:
     raise DataError(f"{out} has no trained model; run `crosstune train` first or name a model/checkpoint")
 
 
-def export_command(cfg: Config, source: str | None = None, overwrite: bool = False) -> Path:
-    # 1. pick the source: --checkpoint, else best/, else the latest checkpoint
-    out = run_dir(cfg) / "export"
+def export_dir(cfg: Config, fmt: str = "hf") -> Path:
+    """export/ for the hf folder (what evaluate and rerank pick by default); export-onnx/, export-onnx-int8/ beside
+    it, so exporting another format never replaces the hf one."""
+    return run_dir(cfg) / ("export" if fmt == "hf" else f"export-{fmt}")
+
+
+def export_command(cfg: Config, source: str | None = None, overwrite: bool = False, fmt: str = "hf") -> Path:
+    # 1. the format (and, for ONNX, its libraries), then the source: --checkpoint, else best/, else the latest
+    check_format(fmt)
+    out = export_dir(cfg, fmt)
     refuse_existing(out, overwrite, "an export")
     src = model_folder(Path(source)) if source else newest_model(cfg, include_export=False)
-    src = Path(check_model_source(str(src), "--checkpoint" if source else "model"))
+    src = Path(check_model_source(str(src), "--checkpoint" if source else "model", allow_onnx=False))
     dev = json.loads((src / "dev_metrics.json").read_text()) if (src / "dev_metrics.json").exists() else None
     # 2. write the folder atomically
     with atomic_dir(out) as tmp:
-        export_model(src, tmp, cfg, dev)
-    print(f"export | {src} -> {out} (logits; loads in transformers and sentence_transformers.CrossEncoder)")
+        export_model(src, tmp, cfg, dev, fmt)
+    loads = ("transformers and sentence_transformers.CrossEncoder" if fmt == "hf" else
+             'onnxruntime and sentence_transformers.CrossEncoder(path, backend="onnx")')
+    print(f"export | {src} -> {out} ({fmt}; logits; loads in {loads})")
     return out
 
 
@@ -110,9 +119,9 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     bm25 = index.search(queries, max(cfg.eval.depth, *cfg.eval.recall_at))
     t_bm25 = time.time() - t0
     # 2. rerank, formatting passages and fusing scores as the model was trained (crosstune.json)
-    scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length, progress=True,
-                                                key="--model" if model else "model",
-                                                batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+    scorer = load_scorer(model_path, max_length=cfg.model.max_length, progress=True,
+                         key="--model" if model else "model",
+                         batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
     t0 = time.time()
     final, ce = rerank(bm25, queries, corpus, scorer, cfg.eval.depth, use_title, weight, biencoder, bi_weight)
     t_rerank = time.time() - t0
@@ -222,9 +231,9 @@ def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_
     corpus = load_corpus(cfg.data)
     index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
     serving = read_serving_config(model_path)
-    scorer = CrossEncoderScorer.from_pretrained(model_path, max_length=cfg.model.max_length,
-                                                key="--model" if model else "model",
-                                                batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+    scorer = load_scorer(model_path, max_length=cfg.model.max_length,
+                         key="--model" if model else "model",
+                         batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
     weight, biencoder, bi_weight, fusion_source = fusion_settings(cfg, serving, model_path)
     print(f"rerank | BM25 top-{cfg.eval.depth} reranked by {model_path}; fusion from {fusion_source}")
     # 2. BM25 top-k, then rerank and print
