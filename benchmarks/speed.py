@@ -1,11 +1,13 @@
 """Speed against the peers on legalbench-rag, both sides in the same run on the same machine.
 
-    python benchmarks/speed.py            # every CPU row (~30 min on 2 cores); writes BENCHMARKS.md
+    python benchmarks/speed.py            # every CPU row (~40 min on 2 cores); writes BENCHMARKS.md
     python benchmarks/speed.py --quick    # a smaller version (~5 min)
 
 Rows: 1. BM25 mining, crosstune (bm25s) vs rank_bm25; 2. training pairs/s, `crosstune train` vs
 sentence-transformers' CrossEncoderTrainer; 3. reranking latency, crosstune's scorer vs CrossEncoder.predict;
-4. BM25 + rerank over a 500k-passage legal corpus. Ends with one JSON line of ratios and latencies.
+4. BM25 + rerank over a 500k-passage legal corpus; 5. export formats (torch fp32/bf16, onnx, onnx-int8, and
+sentence-transformers' ONNX backend on the same exports; `--only formats`, needs pip install "crosstune[onnx]").
+Ends with one JSON line of ratios and latencies.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import random
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -121,23 +124,13 @@ def rerank_candidates(corpus, queries, qrels, index, n: int):
     return sample, run
 
 
-def bench_rerank(model_path: str, corpus, queries, qrels, index, quick: bool) -> tuple[str, dict]:
+def time_systems(systems: dict, pairs: dict, sample: list, run, qrels) -> dict:
+    """Each scorer in turn, one query's candidates at a time: latency percentiles, docs/s, nDCG@10 on the sample."""
     import time
-
-    from sentence_transformers import CrossEncoder
 
     from crosstune.train.metrics import aggregate, per_query
     from crosstune.train.rerank import with_tail
-    from crosstune.train.scoring import CrossEncoderScorer
 
-    sample, run = rerank_candidates(corpus, queries, qrels, index, 10 if quick else 50)
-    pairs = {q: [(queries[q], doc_text(corpus[d])) for d in ranked(run[q])] for q in sample}
-    st = CrossEncoder(model_path, device="cpu", max_length=256)
-    systems = {
-        "sentence-transformers predict (defaults: fp32, batch 32)": lambda ps: st.predict(ps, show_progress_bar=False),
-        "crosstune fp32": CrossEncoderScorer.from_pretrained(model_path, 256, "cpu", precision="no").score,
-        f"crosstune default (auto: {AUTO} here)": CrossEncoderScorer.from_pretrained(model_path, 256, "cpu").score,
-    }
     results = {}
     for name, score in systems.items():
         score(pairs[sample[0]][:8])  # warm-up
@@ -148,7 +141,25 @@ def bench_rerank(model_path: str, corpus, queries, qrels, index, quick: bool) ->
             lat.append(time.perf_counter() - t0)
             scored[q] = {d: float(v) for d, v in zip(ranked(run[q]), s)}
         ndcg = aggregate(per_query({q: qrels[q] for q in sample}, with_tail(scored, run), ["nDCG@10"]))["nDCG@10"]
-        results[name] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "docs_s": 100 * len(sample) / sum(lat), "ndcg": ndcg}
+        docs = sum(len(pairs[q]) for q in sample)
+        results[name] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "docs_s": docs / sum(lat), "ndcg": ndcg}
+    return results
+
+
+def bench_rerank(model_path: str, corpus, queries, qrels, index, quick: bool) -> tuple[str, dict]:
+    from sentence_transformers import CrossEncoder
+
+    from crosstune.train.scoring import CrossEncoderScorer
+
+    sample, run = rerank_candidates(corpus, queries, qrels, index, 10 if quick else 50)
+    pairs = {q: [(queries[q], doc_text(corpus[d])) for d in ranked(run[q])] for q in sample}
+    st = CrossEncoder(model_path, device="cpu", max_length=256)
+    systems = {
+        "sentence-transformers predict (defaults: fp32, batch 32)": lambda ps: st.predict(ps, show_progress_bar=False),
+        "crosstune fp32": CrossEncoderScorer.from_pretrained(model_path, 256, "cpu", precision="no").score,
+        f"crosstune default (auto: {AUTO} here)": CrossEncoderScorer.from_pretrained(model_path, 256, "cpu").score,
+    }
+    results = time_systems(systems, pairs, sample, run, qrels)
     st_r, fp32_r, auto_r = results.values()
     rows = "\n".join(f"| {n} | {r['p50'] * 1000:.0f} | {r['p95'] * 1000:.0f} | {r['docs_s']:.0f} | {r['ndcg']:.4f} | "
                      f"{r['docs_s'] / st_r['docs_s']:.2f}x |" for n, r in results.items())
@@ -171,11 +182,122 @@ Default path keeps {f"{auto_r['ndcg'] / fp32_r['ndcg']:.2%}" if fp32_r['ndcg'] e
 AUTO = auto_precision_name()
 
 
+def onnx_exports(model_path: str, tmp: Path) -> dict[str, tuple[Path, float]]:
+    """{format: (folder, export seconds)}: onnx and onnx-int8 made from the hf export as `crosstune export` makes
+    them (the same write_onnx), with a manifest so crosstune loads them by format."""
+    from crosstune.train.export import write_onnx
+    from crosstune.train.manifest import write_manifest
+
+    out = {}
+    for fmt in ("onnx", "onnx-int8"):
+        folder = tmp / f"export-{fmt}"
+        fields, seconds = timed(lambda: write_onnx(Path(model_path), folder, fmt))
+        write_manifest(folder, {"format": fmt, "activation": "identity", **fields})
+        out[fmt] = (folder, seconds)
+    return out
+
+
+def st_onnx_backend() -> bool:
+    """sentence-transformers' ONNX backend needs optimum-onnx, whose releases so far require transformers < 4.58."""
+    try:
+        import optimum.onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+PEER_NOTE = ("" if st_onnx_backend() else " (sentence-transformers' ONNX backend is what runs these: its "
+             "dependency optimum-onnx requires transformers < 4.58 in every release so far, so it cannot be installed "
+             "here)")
+PEER_NAME = ('sentence-transformers CrossEncoder(backend="onnx")' if st_onnx_backend() else
+             "plain onnxruntime (tokenizer + InferenceSession, batches of 32 in input order)")
+
+
+def onnx_peer(folder: Path):
+    """sentence-transformers' ONNX backend on the folder where it can be installed; else what that backend runs
+    underneath (optimum's ORTModel: the HF tokenizer and an InferenceSession), with its predict() defaults."""
+    if st_onnx_backend():
+        from sentence_transformers import CrossEncoder
+
+        st = CrossEncoder(str(folder), backend="onnx", device="cpu", max_length=256)
+        return lambda ps: st.predict(ps, show_progress_bar=False)
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    session = ort.InferenceSession(str(folder / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def score(ps):
+        out = []
+        for start in range(0, len(ps), 32):
+            batch = ps[start:start + 32]
+            feats = tokenizer([q for q, _ in batch], [d for _, d in batch], truncation=True, max_length=256,
+                              padding=True, return_tensors="np")
+            out.append(session.run(None, {n: feats[n] for n in names})[0].reshape(-1))
+        return np.concatenate(out)
+    return score
+
+
+def bench_formats(model_path: str, corpus, queries, qrels, index, quick: bool, tmp: Path) -> tuple[str, dict]:
+    """Row 5: the export formats against torch, and sentence-transformers' own ONNX backend on the same graphs."""
+    from crosstune.train.export import quantization_target
+    from crosstune.train.metrics import aggregate, per_query
+    from crosstune.train.rerank import score_candidates, with_tail
+    from crosstune.train.scoring import load_scorer
+
+    exports = onnx_exports(model_path, tmp)
+    sample, run = rerank_candidates(corpus, queries, qrels, index, 10 if quick else 50)
+    pairs = {q: [(queries[q], doc_text(corpus[d])) for d in ranked(run[q])] for q in sample}
+    scorers = {"crosstune torch fp32": load_scorer(model_path, 256, precision="no", device="cpu"),
+               "crosstune torch bf16": load_scorer(model_path, 256, precision="bf16", device="cpu"),
+               "crosstune onnx": load_scorer(str(exports["onnx"][0]), 256),
+               "crosstune onnx-int8": load_scorer(str(exports["onnx-int8"][0]), 256)}
+    systems = {name: scorer.score for name, scorer in scorers.items()}
+    for fmt in ("onnx", "onnx-int8"):  # the peer: the same graph behind sentence-transformers' defaults (batch 32)
+        systems[f"{PEER_NAME}, {fmt} export"] = onnx_peer(exports[fmt][0])
+    results = time_systems(systems, pairs, sample, run, qrels)
+    fp32 = results["crosstune torch fp32"]
+    # quality on every dev query (a sample with --quick): fp32 against int8, the cross-encoder alone
+    all_q = sorted(qrels) if not quick else random.Random(3).sample(sorted(qrels), 30)
+    deep = index.search({q: queries[q] for q in all_q}, 100)
+    ndcg = {}
+    for name in ("crosstune torch fp32", "crosstune onnx-int8"):
+        ce = score_candidates(deep, queries, corpus, scorers[name], 100)
+        ndcg[name] = aggregate(per_query({q: qrels[q] for q in all_q}, with_tail(ce, deep), ["nDCG@10"]))["nDCG@10"]
+    int8 = results["crosstune onnx-int8"]
+    x, kept = int8["docs_s"] / fp32["docs_s"], ndcg["crosstune onnx-int8"] / ndcg["crosstune torch fp32"]
+    rows = "\n".join(f"| {n} | {r['p50'] * 1000:.0f} | {r['p95'] * 1000:.0f} | {r['docs_s']:.0f} | {r['ndcg']:.4f} | "
+                     f"{r['docs_s'] / fp32['docs_s']:.2f}x |" for n, r in results.items())
+    verdict = lambda ok: "met" if ok else "**not met**"  # noqa: E731
+    table = f"""### 5. Export formats: 100 BM25 candidates per query, {len(sample)} dev queries, one query at a time
+
+Model: `{model_path}` ({chosen_on(model_path)}), exported with `write_onnx` as `crosstune export --format` does:
+onnx = torch.onnx + onnxruntime's transformer fusions ({exports['onnx'][1]:.0f} s to export), onnx-int8 = that graph
+in dynamic int8 with optimum's `{quantization_target()}` preset, picked from this CPU's flags ({exports['onnx-int8'][1]:.0f} s).
+crosstune: length-sorted batches of 64, max length 256, onnxruntime with one intra-op thread per core.
+Peer on the same two folders: {PEER_NAME}{PEER_NOTE}.
+
+| scorer | p50 ms/query | p95 ms/query | docs/s | nDCG@10 (sample) | docs/s vs torch fp32 |
+|---|---|---|---|---|---|
+{rows}
+
+nDCG@10 of the cross-encoder alone on {'all ' if not quick else ''}{len(all_q)} dev queries: torch fp32
+{ndcg['crosstune torch fp32']:.4f}, onnx-int8 {ndcg['crosstune onnx-int8']:.4f} ({kept:.2%} kept).
+Target (issue 9): onnx-int8 >= 2x torch fp32 docs/s ({x:.2f}x: {verdict(x >= 2)}), keeping >= 99% of the fp32
+nDCG@10 on all 293 dev queries ({kept:.2%}: {"not judged on a --quick sample" if quick else verdict(kept >= 0.99)}).
+"""
+    return table, {"formats_int8_x_fp32": round(x, 2), "formats_int8_ndcg_kept": round(kept, 4),
+                   "formats_onnx_x_fp32": round(results["crosstune onnx"]["docs_s"] / fp32["docs_s"], 2),
+                   "formats_int8_docs_s": round(int8["docs_s"])}
+
+
 def chosen_on(model_path: str) -> str:
     """Which split chose the model, from its manifest: the dev nDCG@10 columns are out-of-sample only if not dev."""
-    from crosstune.train.scoring import read_serving_config
+    from crosstune.train.manifest import read_manifest
 
-    split = (read_serving_config(model_path).get("selection") or {}).get("split")
+    split = (read_manifest(model_path).get("selection") or {}).get("split")
     if split is None:
         return "no selection recorded"
     return f"checkpoint chosen on split `{split}`; the dev figures here are " + (
@@ -271,8 +393,9 @@ def default_model(tmp: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a small version of every row (~5 min)")
-    ap.add_argument("--model", default=None, help="exported model for rows 3 and 4 (default: checkpoints/legal/export)")
-    ap.add_argument("--only", default="mining,train,rerank,search", help="comma-separated rows to run")
+    ap.add_argument("--model", default=None,
+                    help="hf export for rows 3-5 (default: checkpoints/legal/export); row 5 makes its ONNX exports")
+    ap.add_argument("--only", default="mining,train,rerank,search,formats", help="comma-separated rows to run")
     for hidden in ("--worker", "--precision", "--mined", "--tmp", "--steps", "--backend", "--size"):  # subprocess jobs
         ap.add_argument(hidden, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -298,11 +421,14 @@ def main() -> None:
     dev_q, dev_qrels = load_split(cfg, "dev", corpus)
     sections, figures = [], {}
     head = (f"## Speed (`python benchmarks/speed.py{' --quick' if args.quick else ''}`)\n\n"
-            f"Machine: {machine()}. Both sides of every row ran on it in the same run, one after the other.\n\n")
+            "Each row names the machine it ran on; both sides of a row ran there in the same run, one after the "
+            "other.\n\n")
+    ran_on = f"Ran on: {machine()}, {time.strftime('%Y-%m-%d')}.\n"
 
     kept = subsections(read_section("speed"))  # rows not re-run this time stay as they were measured
 
     def done(section):  # write what is measured so far: a crash later loses nothing
+        section = (section[0].rstrip("\n") + "\n\n" + ran_on, section[1])
         sections.append(section)
         figures.update(section[1])
         rows = {**kept, **subsections("\n".join(t for t, _ in sections))}
@@ -325,6 +451,8 @@ def main() -> None:
             done(bench_rerank(model, corpus, dev_q, dev_qrels, index, args.quick))
         if "search" in only:
             done(bench_search(model, corpus, dev_q, dev_qrels, 100_000 if args.quick else 500_000, args.quick))
+        if "formats" in only:
+            done(bench_formats(model, corpus, dev_q, dev_qrels, index, args.quick, tmp))
     print(json.dumps(figures))
 
 

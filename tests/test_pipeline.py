@@ -44,17 +44,16 @@ def test_search_ranks_exactly_as_evaluate(fused, tmp_path):
     cfg, _, export = fused
     plain = cfg("run.name=plain")  # no eval.* weights: both read the export's manifest
     evaluate_command(plain, model=str(export), output=str(tmp_path / "eval"))
-    trec: dict[str, list[tuple[str, float]]] = {}
+    trec: dict[str, list[str]] = {}  # the TREC file's order (its scores are rank-based, the tie rule applied)
     for line in (tmp_path / "eval" / "reranked.trec").read_text().splitlines():
-        qid, _, did, _, score, _ = line.split()
-        trec.setdefault(qid, []).append((did, float(score)))
+        qid, _, did, *_ = line.split()
+        trec.setdefault(qid, []).append(did)
     pipe = RankingPipeline.load(str(export), plain, search=True)
     assert pipe.fusion.fused and pipe.fusion.biencoder_weight == 0.3 and "crosstune.json" in pipe.fusion.source
     queries, _ = load_split(plain.data, plain.data.test_split, load_corpus(plain.data))
     qids = sorted(queries)[:5]
     for qid, hits in zip(qids, pipe.search_many([queries[q] for q in qids], k=10)):
-        assert [h.doc_id for h in hits] == [d for d, _ in trec[qid][:10]]
-        np.testing.assert_allclose([h.score for h in hits], [s for _, s in trec[qid][:10]], atol=1e-4)
+        assert [h.doc_id for h in hits] == trec[qid][:10]
         assert all(h.index is None and h.logit is not None for h in hits)
     assert pipe.search(queries[qids[0]], k=3) == pipe.search_many([queries[qids[0]]], k=3)[0]
 

@@ -32,8 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true",
                    help="start over; the old run waits in <run>/.replaced/ until the new one's first checkpoint")
     c.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
-    c = command("export", "write a Hugging Face folder + model card to checkpoints/<run>/export/")
+    c = command("export", "write the model + card + manifest to checkpoints/<run>/export/ (hf) or export-<format>/")
     c.add_argument("--checkpoint", default=None, help="a step_* folder or best/ (default: best/, else the latest)")
+    c.add_argument("--format", default="hf", dest="fmt",
+                   help="hf (Hugging Face folder, default), onnx (optimised graph) or onnx-int8 (dynamic int8 for "
+                        'CPUs); the ONNX ones need pip install "crosstune[onnx]"')
     c.add_argument("--overwrite", action="store_true")
     c = command("evaluate", "BM25 top-k -> rerank -> metrics side by side, report.json/.md and TREC runs")
     c.add_argument("--model", default=None, help="export, checkpoint or HF cross-encoder (default: this run's export)")
@@ -129,7 +132,7 @@ def dispatch(args) -> None:
     elif args.command == "export":
         from .commands import export_command
 
-        export_command(cfg, args.checkpoint, args.overwrite)
+        export_command(cfg, args.checkpoint, args.overwrite, args.fmt)
     elif args.command == "evaluate":
         from .commands import evaluate_command
 

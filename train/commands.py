@@ -13,7 +13,7 @@ from crosstune.data.types import DataError, Queries, doc_text, ranked
 
 from .checkpoint import list_checkpoints, model_folder
 from .config import Config, mined_dir, run_dir, to_yaml
-from .export import export_model
+from .export import check_format, export_model
 from .model import check_model_source
 from .metrics import compare, format_table, write_trec
 from .outputs import atomic_dir, refuse_existing
@@ -72,17 +72,26 @@ def newest_model(cfg: Config, include_export: bool = True) -> Path:
     raise DataError(f"{out} has no trained model; run `crosstune train` first or name a model/checkpoint")
 
 
-def export_command(cfg: Config, source: str | None = None, overwrite: bool = False) -> Path:
-    # 1. pick the source: --checkpoint, else best/, else the latest checkpoint
-    out = run_dir(cfg) / "export"
+def export_dir(cfg: Config, fmt: str = "hf") -> Path:
+    """export/ for the hf folder (what evaluate and rerank pick by default); export-onnx/, export-onnx-int8/ beside
+    it, so exporting another format never replaces the hf one."""
+    return run_dir(cfg) / ("export" if fmt == "hf" else f"export-{fmt}")
+
+
+def export_command(cfg: Config, source: str | None = None, overwrite: bool = False, fmt: str = "hf") -> Path:
+    # 1. the format (and, for ONNX, its libraries), then the source: --checkpoint, else best/, else the latest
+    check_format(fmt)
+    out = export_dir(cfg, fmt)
     refuse_existing(out, overwrite, "an export")
     src = model_folder(Path(source)) if source else newest_model(cfg, include_export=False)
-    src = Path(check_model_source(str(src), "--checkpoint" if source else "model"))
+    src = Path(check_model_source(str(src), "--checkpoint" if source else "model", allow_onnx=False))
     dev = json.loads((src / "dev_metrics.json").read_text()) if (src / "dev_metrics.json").exists() else None
     # 2. write the folder atomically
     with atomic_dir(out) as tmp:
-        export_model(src, tmp, cfg, dev)
-    print(f"export | {src} -> {out} (logits; loads in transformers and sentence_transformers.CrossEncoder)")
+        export_model(src, tmp, cfg, dev, fmt)
+    loads = ("transformers and sentence_transformers.CrossEncoder" if fmt == "hf" else
+             'onnxruntime and sentence_transformers.CrossEncoder(path, backend="onnx")')
+    print(f"export | {src} -> {out} ({fmt}; logits; loads in {loads})")
     return out
 
 

@@ -17,6 +17,8 @@ WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.b
 # any one of these lets AutoTokenizer build the tokenizer (fast tokenizer.json, or a slow one's vocabulary)
 TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
              "sentencepiece.bpe.model", "tokenizer.model")
+# where an ONNX export keeps its graph: the path sentence-transformers' backend="onnx" loads by default
+ONNX_GRAPH = "onnx/model.onnx"
 
 
 def sha256(path: Path) -> str:
@@ -81,17 +83,27 @@ def text_config(folder: Path, where: str):
     return config
 
 
-def check_model_folder(folder: Path, name: str, key: str, max_length: int | None) -> None:
-    """config.json of a text model that takes a sequence-classification head, readable weights, a tokenizer."""
+def check_model_folder(folder: Path, name: str, key: str, max_length: int | None, allow_onnx: bool = True) -> None:
+    """Every file an export's manifest lists unchanged; config.json of a text model that takes a
+    sequence-classification head; readable weights (or, where allowed, an ONNX export's graph); a tokenizer."""
+    from .manifest import verify_manifest
+
     where = f"{key}={name}" + ("" if str(folder) == name else f" ({folder})")
     if not folder.is_dir():
         raise DataError(f"{where}: a file, not a model folder; give the folder that holds config.json")
+    # first: a file changed since export is named as such, not reported as whatever it now breaks
+    verify_manifest(folder)
     if not (folder / "config.json").exists():
         raise DataError(f"{where}: no config.json; give a Hugging Face model folder (save_pretrained writes one), "
                         "an export, a checkpoint or a hub id")
     config = text_config(folder, where)
     check_num_labels(config, name)
     weights = [folder / w for w in WEIGHTS if (folder / w).is_file()]
+    if not weights and (folder / ONNX_GRAPH).is_file():
+        if not allow_onnx:
+            raise DataError(f"{where}: an ONNX export ({ONNX_GRAPH}, no torch weights), which only scores; give the hf "
+                            "export or the checkpoint it was made from")
+        weights = [folder / ONNX_GRAPH]
     if not weights:
         raise DataError(f"{where}: config.json but no weights ({' or '.join(WEIGHTS[::2])}); "
                         "copy the whole model folder, or pick a checkpoint that finished saving")
@@ -155,11 +167,13 @@ def hub_model(name: str, key: str, max_length: int | None) -> str:
     return name
 
 
-def check_model_source(name: str, key: str = "model.name", max_length: int | None = None) -> str:
+def check_model_source(name: str, key: str = "model.name", max_length: int | None = None,
+                       allow_onnx: bool = True) -> str:
     """Check where a model comes from without loading its weights; return the folder (or hub id) to load.
 
     Cheap enough to run before a trainer touches its run folder: a bad model.name then costs nothing.
-    A training checkpoint (step_*/) resolves to the model/ folder inside it.
+    A training checkpoint (step_*/) resolves to the model/ folder inside it. An ONNX export passes only with
+    allow_onnx (scoring); training and exporting need torch weights.
     """
     if not name:
         raise DataError(f"{key} is empty; name a model folder, a Hugging Face id, or {DEFAULT_BASE}")
@@ -173,7 +187,7 @@ def check_model_source(name: str, key: str = "model.name", max_length: int | Non
             raise DataError(f"{key}={name}: no such folder ({folder.resolve()}); fix the path")
         if (folder / "model" / "config.json").exists():
             folder = folder / "model"
-    check_model_folder(folder, name, key, max_length)
+    check_model_folder(folder, name, key, max_length, allow_onnx)
     return str(folder)
 
 
@@ -181,7 +195,7 @@ def load_model(name: str, dropout: float | None = None):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    path = check_model_source(name)
+    path = check_model_source(name, allow_onnx=False)
     # fp32 master weights whatever the file stores: mixed precision is Accelerate's job (autocast)
     kwargs = {"dtype": torch.float32}
     if dropout is not None:

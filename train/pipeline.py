@@ -21,7 +21,8 @@ from crosstune.data.types import Corpus, DataError, Doc, Queries, Run, ranked
 
 from .fusion import fuse
 from .rerank import score_candidates, with_tail
-from .scoring import Scorer, read_serving_config
+from .manifest import read_manifest
+from .scoring import Scorer
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class RankingPipeline:
         run_folder = mined_dir(cfg) if cfg is not None else None
         cfg = cfg or Config()
         check_model_source(model, key, cfg.model.max_length)  # a bad path stops here, before anything loads
-        manifest = read_serving_config(model)
+        manifest = read_manifest(model)
         fusion = resolve_fusion(manifest, model, cfg.eval.depth, cfg.eval.fusion_weight, cfg.eval.biencoder_weight,
                                 cfg.eval.biencoder)
         biencoder = None
@@ -155,10 +156,10 @@ class RankingPipeline:
 
             corpus = load_corpus(cfg.data)
             index = load_or_build(corpus, cfg.bm25, run_folder / "index" if run_folder else None, cfg.data.use_title)
-        from .scoring import CrossEncoderScorer
+        from .scoring import load_scorer  # torch for an hf export, onnxruntime for onnx / onnx-int8 (its manifest says)
 
-        scorer = CrossEncoderScorer.from_pretrained(model, max_length=cfg.model.max_length, key=key, progress=progress,
-                                                    batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+        scorer = load_scorer(model, max_length=cfg.model.max_length, key=key, progress=progress,
+                             batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
         return cls(scorer, depth=cfg.eval.depth, use_title=use_title, fusion=fusion, biencoder=biencoder,
                    corpus=corpus, index=index, bm25=cfg.bm25, model=model, manifest=manifest)
 

@@ -33,12 +33,13 @@ def run_outputs(out: Path) -> list[Path]:
     """Everything of an earlier training run in `out` (never mined/ or hidden folders)."""
     if not out.is_dir():
         return []
-    return sorted(p for p in out.iterdir() if p.name in OUTPUTS or p.name.startswith(("step_", "eval_")))
+    return sorted(p for p in out.iterdir() if p.name in OUTPUTS or p.name.startswith(("step_", "eval_", "export-")))
 
 
 def trained_outputs(out: Path) -> list[Path]:
     """The outputs that hold a trained model: starting over without --overwrite must not discard them."""
-    return [p for _, p in list_checkpoints(out)] + [out / m for m in MODELS if (out / m).exists()]
+    return ([p for _, p in list_checkpoints(out)] + [out / m for m in MODELS if (out / m).exists()]
+            + sorted(out.glob("export-*")))  # the ONNX exports
 
 
 def check_mined(dataset: Path, group_size: int) -> None:
@@ -68,7 +69,7 @@ def check_mined(dataset: Path, group_size: int) -> None:
 
 def preflight(cfg: Config, dataset: Path) -> None:
     """Every input of a training run that can be checked cheaply, before its run folder is touched."""
-    check_model_source(cfg.model.name, "model.name", cfg.model.max_length)
+    check_model_source(cfg.model.name, "model.name", cfg.model.max_length, allow_onnx=False)
     check_mined(dataset, cfg.train.group_size)
     if cfg.data.dev_split:
         check_files(cfg.data, [cfg.data.dev_split])

@@ -1,15 +1,16 @@
 """Scorers: anything that maps (query, passage) pairs to relevance scores.
 
 The rerank pipeline only needs `score(pairs)`, so another backend (ONNX, an HTTP service, a teacher)
-can implement the same protocol. This module loads plain Hugging Face folders and never imports the trainer.
+can implement the same protocol. This module loads plain Hugging Face folders and ONNX exports (`load_scorer`
+picks by the export's manifest) and never imports the trainer.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
+import os
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -57,6 +58,23 @@ class Scorer(Protocol):
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray: ...
 
 
+def score_sorted(pairs: Sequence[tuple[str, str]], batch_size: int, progress: bool,
+                 forward: Callable[[list[str], list[str]], np.ndarray]) -> np.ndarray:
+    """Scores in the order of `pairs`, computed by `forward(queries, passages)` over length-sorted batches: sorting
+    makes each batch pad to nearly its own length, far less wasted work. Every backend batches the same way."""
+    order = np.argsort([-(len(q) + len(d)) for q, d in pairs], kind="stable")
+    out = np.empty(len(pairs), dtype=np.float32)
+    starts = range(0, len(pairs), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="scoring", unit="batch", leave=False)
+    for start in starts:
+        idx = order[start:start + batch_size]
+        out[idx] = forward([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
+    return out
+
+
 class CrossEncoderScorer:
     """A sequence-classification model with one logit; scores are raw logits."""
 
@@ -74,7 +92,7 @@ class CrossEncoderScorer:
         from .model import check_model_source
 
         # a checkpoint resolves to its model/ folder; a bad path, config, weights or tokenizer stops here, unloaded
-        path = check_model_source(path, key, max_length)
+        path = check_model_source(path, key, max_length, allow_onnx=False)
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         if model.config.num_labels != 1:
             raise DataError(f"{key}={path} has num_labels={model.config.num_labels}; a reranker needs num_labels=1 "
@@ -152,7 +170,96 @@ class CrossEncoderScorer:
                 yield idx0, fut.result()
 
 
-def read_serving_config(path: str) -> dict:
-    """crosstune.json in an export records how passages were formatted for training."""
-    f = Path(path) / "crosstune.json"
-    return json.loads(f.read_text()) if f.exists() else {}
+def available_cores() -> int:
+    """The cores this process may run on: a container or taskset can allow fewer than the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def onnx_session(graph: Path, device: str):
+    """An onnxruntime session on the graph, one intra-op thread per available core."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise DataError(f"{graph}: scoring an ONNX export needs onnxruntime: pip install \"crosstune[onnx]\"") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = available_cores()
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise DataError(f"device={device} but this onnxruntime has no CUDA provider; pip install onnxruntime-gpu "
+                            "in its place, or score on the CPU")
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(str(graph), options, providers=providers)
+    except Exception as e:  # ort raises its own pybind classes (InvalidProtobuf, Fail...), not one base
+        raise DataError(f"{graph}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]}); "
+                        "re-export it (crosstune export --format onnx --overwrite)") from None
+
+
+class OnnxScorer:
+    """An ONNX export run by onnxruntime: tokenized and batched as CrossEncoderScorer is; scores are raw logits."""
+
+    def __init__(self, session, tokenizer, max_length: int = 256, batch_size: int = 64,
+                 precision: str = "onnx", progress: bool = False):
+        self.session, self.tokenizer = session, tokenizer
+        self.max_length, self.batch_size, self.precision, self.progress = max_length, batch_size, precision, progress
+        # the graph declares what it takes (a model without token types has no token_type_ids input)
+        self.inputs = [i.name for i in session.get_inputs()]
+        missing = set(self.inputs) - set(tokenize_pairs(tokenizer, ["q"], ["p"], 8))
+        if missing:
+            raise DataError(f"the ONNX graph takes {sorted(missing)}, which the tokenizer beside it does not produce; "
+                            "re-export the model so graph and tokenizer match")
+
+    @classmethod
+    def from_folder(cls, folder: str, max_length: int | None = None, batch_size: int = 64, precision: str = "onnx",
+                    device: str | None = None, progress: bool = False) -> "OnnxScorer":
+        from transformers import AutoTokenizer
+
+        from .model import ONNX_GRAPH
+
+        session = onnx_session(Path(folder) / ONNX_GRAPH, device or "cpu")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        max_length = max_length or min(int(tokenizer.model_max_length), 512)
+        return cls(session, tokenizer, max_length, batch_size, precision, progress)
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        return score_sorted(pairs, self.batch_size, self.progress, self.forward)
+
+    def forward(self, queries: list[str], passages: list[str]) -> np.ndarray:
+        feats = tokenize_pairs(self.tokenizer, queries, passages, self.max_length)
+        logits = self.session.run(None, {name: feats[name].numpy() for name in self.inputs})[0]
+        return logits.reshape(-1).astype(np.float32)
+
+
+def export_format(folder: str) -> str:
+    """hf | onnx | onnx-int8: what the manifest says; without one, an ONNX graph and no torch weights is onnx."""
+    from .manifest import read_manifest
+    from .model import ONNX_GRAPH, WEIGHTS
+
+    fmt = read_manifest(folder).get("format")
+    if fmt:
+        return fmt
+    path = Path(folder)
+    only_onnx = (path / ONNX_GRAPH).is_file() and not any((path / w).is_file() for w in WEIGHTS)
+    return "onnx" if only_onnx else "hf"
+
+
+def load_scorer(path: str, max_length: int | None = None, batch_size: int = 64, precision: str = "auto",
+                device: str | None = None, key: str = "--model", progress: bool = False) -> Scorer:
+    """The scorer a model folder asks for: torch for an hf export, a checkpoint or another cross-encoder;
+    onnxruntime for an onnx / onnx-int8 export. The manifest's file hashes are verified before anything loads."""
+    from .model import check_model_source
+
+    folder = check_model_source(path, key, max_length)  # resolves a checkpoint to model/, verifies the manifest
+    fmt = export_format(folder)
+    if fmt == "hf":
+        return CrossEncoderScorer.from_pretrained(path, max_length=max_length, device=device, key=key,
+                                                  batch_size=batch_size, precision=precision, progress=progress)
+    # an ONNX graph's precision was fixed when it was exported; fp32 ("no") is what the onnx format holds
+    if precision not in ("auto", fmt) and not (fmt == "onnx" and precision == "no"):
+        raise DataError(f"{key}={path} is an {fmt} export, whose precision is fixed at export; precision={precision} "
+                        "applies to torch models (set eval.precision: auto)")
+    return OnnxScorer.from_folder(folder, max_length, batch_size, fmt, device, progress)
