@@ -113,6 +113,20 @@ def check_biencoder(name: str, model_path: str) -> None:
                         f"Hugging Face cache, and there is no network; {fix}")
 
 
+def config_from_manifest(manifest: dict):
+    """The settings an export was trained and tuned with, for loading it without a config."""
+    from .config import Config
+
+    cfg = Config()
+    cfg.model.max_length = manifest.get("max_length") or cfg.model.max_length
+    cfg.eval.depth = (manifest.get("fusion") or {}).get("depth") or cfg.eval.depth
+    cfg.data.use_title = manifest.get("use_title", cfg.data.use_title)
+    for key in ("method", "k1", "b"):  # BM25 over the texts a caller brings, as the first stage was configured
+        if key in (manifest.get("first_stage") or {}):
+            setattr(cfg.bm25, key, manifest["first_stage"][key])
+    return cfg
+
+
 class RankingPipeline:
     """A scorer plus everything that decides how it ranks: passage format, rerank depth, fusion, and (for search) a
     corpus with its BM25 index. Not safe to call from two threads at once: a server calls it from one worker."""
@@ -131,15 +145,16 @@ class RankingPipeline:
     def load(cls, model: str, cfg=None, *, search: bool = False, key: str = "--model",
              progress: bool = False) -> "RankingPipeline":
         """From an export (or best/, a checkpoint, a cross-encoder folder). `cfg` supplies eval.* (depth, batch size,
-        precision, fusion overrides), bm25.* and, with search=True, the corpus (data.*) and its saved BM25 index."""
-        from .config import Config, mined_dir
+        precision, fusion overrides), bm25.* and, with search=True, the corpus (data.*) and its saved BM25 index.
+        Without one, the export's manifest says how it ranks: its max length and the depth its weights were tuned at."""
+        from .config import mined_dir
         from .model import check_model_source
 
         # with a config, the run's folder holds the saved BM25 index and the bi-encoder's embedding cache
         run_folder = mined_dir(cfg) if cfg is not None else None
-        cfg = cfg or Config()
-        check_model_source(model, key, cfg.model.max_length)  # a bad path stops here, before anything loads
-        manifest = read_manifest(model)
+        manifest = read_manifest(model) if Path(model).is_dir() else {}
+        cfg = cfg or config_from_manifest(manifest)
+        check_model_source(model, key, cfg.model.max_length)  # a bad path or a changed file stops here, unloaded
         fusion = resolve_fusion(manifest, model, cfg.eval.depth, cfg.eval.fusion_weight, cfg.eval.biencoder_weight,
                                 cfg.eval.biencoder)
         biencoder = None
