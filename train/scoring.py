@@ -61,8 +61,10 @@ class CrossEncoderScorer:
     """A sequence-classification model with one logit; scores are raw logits."""
 
     def __init__(self, model, tokenizer, max_length: int = 256, batch_size: int = 64,
-                 precision: str = "no", progress: bool = False, prefetch: int | None = None):
+                 precision: str = "no", progress: bool = False, prefetch: int | None = None,
+                 max_query_tokens: int = 0):
         self.model, self.tokenizer = model, tokenizer
+        self.max_query_tokens = max_query_tokens  # a long query is cut to this many tokens first (0: no budget)
         self.max_length, self.batch_size, self.precision, self.progress = max_length, batch_size, precision, progress
         self.prefetch = prefetch  # batches tokenized ahead by a worker thread; None: 2 on a GPU, 0 on a CPU
 
@@ -102,7 +104,8 @@ class CrossEncoderScorer:
         return next(self.model.parameters()).device
 
     def encode(self, pairs: Sequence[tuple[str, str]], idx) -> dict:
-        return tokenize_pairs(self.tokenizer, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], self.max_length)
+        return tokenize_pairs(self.tokenizer, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], self.max_length,
+                              self.max_query_tokens)
 
     @torch.inference_mode()
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
