@@ -109,7 +109,8 @@ def level_tables(report: dict, cfg: Config) -> str:
     """report.md's tables: passages, then documents (or documents alone)."""
     how = f"{cfg.eval.aggregate}" + (f" k={cfg.eval.aggregate_k}" if cfg.eval.aggregate == "mean-top-k" else "")
     if report.get("level") == "document":
-        return f"Documents ranked by their passages' scores ({how}).\n\n{format_table(report)}"
+        return (f"Documents ranked by their passages' scores ({how}); the passages of BM25's top documents reranked, "
+                f"{cfg.eval.depth} passages a query.\n\n{format_table(report)}")
     table = format_table(report)
     if "documents" in report:
         table = (f"### Passages\n\n{table}\n\n### Documents ({how} over the passages' scores)\n\n"
