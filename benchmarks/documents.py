@@ -41,7 +41,7 @@ SPLITS = ("train", "dev")  # train chooses, dev reports
 CHUNKINGS = [("tokens", 128, 0), ("tokens", 192, 96), ("tokens", 256, 0), ("tokens", 256, 128), ("tokens", 512, 256),
              ("paragraphs", 128, 0), ("paragraphs", 192, 0), ("paragraphs", 256, 0), ("paragraphs", 512, 0)]
 QUICK_CHUNKINGS = [("tokens", 192, 96), ("paragraphs", 192, 0)]
-# what a MiniLM cross-encoder at model.max_length 256 reads whole beside a 48-token query budget and a title
+# what a MiniLM cross-encoder at model.max_length 256 reads whole beside a title and a query of ~50 tokens
 FITS = 192
 AGGREGATES = ("maxp", "firstp", "sump", "mean-top-k")
 
@@ -271,8 +271,8 @@ A passage is relevant when it holds >= 30% of a judged span (or the span holds >
 Tokens are MiniLM WordPiece tokens (`data.chunk_tokenizer: model`); stride = tokens from one passage's start to the
 next. span@10 = share of the judged spans' characters inside the top 10 passages (comparable across chunkings,
 where nDCG and Recall count passages of different sizes, and longer passages hold more). Chosen on train nDCG@10
-among the chunkings of at most {FITS} tokens (what a cross-encoder at model.max_length 256 reads whole beside a
-48-token query and the title; `configs/legal-documents.yaml`): **{chosen}**.
+among the chunkings of at most {FITS} tokens (what a cross-encoder at model.max_length 256 reads whole beside the
+title and a query of ~50 tokens; `configs/legal-documents.yaml`): **{chosen}**.
 
 | chunking | passages | mean characters | nDCG@10 | Recall@100 | span@10 |
 |---|---|---|---|---|---|

@@ -51,6 +51,7 @@ def test_rows_and_drop_reasons():
         "depth": 40,
         # positives in the corpus: d005, d012 (q1, both retrieved), d001 (q3, retrieved) -> 3 / 3
         "positive_recall_at_depth": 1.0,
+        "judged_negatives_used": 2,  # d007 (judged 0) in both of q1's rows
     }
     row = rows[0]
     assert row["query"] == "first query"
