@@ -212,7 +212,8 @@ def load_judgments(cfg: DataConfig, split: str, corpus: Corpus) -> tuple[Queries
     level = judgment_level(cfg, split)
     if level == "passage":
         queries, qrels = load_split(cfg, split, corpus)
-        docs = document_qrels(qrels, cfg.document_separator) if passages_name_documents(corpus, cfg.document_separator) else {}
+        sep = cfg.document_separator
+        docs = document_qrels(qrels, sep) if passages_name_documents(corpus, sep) else {}
         return queries, Judgments("passage", qrels, docs)
     source = split_source(cfg, split)
     queries = load_queries(cfg, source)

@@ -161,8 +161,8 @@ def text_folder(folder: Path) -> Path:
 
 def read_text_folder(folder: Path, skip_readme: bool = False) -> Corpus:
     """One document per .txt/.md file under `folder`: id the path below it without the suffix (`nda/acme`), title
-    the file's name without it; `skip_readme` leaves out a README.md at the top. The text is kept byte for byte (line endings too), so character offsets into it mean
-    what they mean in the file."""
+    the file's name without it; `skip_readme` leaves out a README.md at the top. The text is kept byte for byte (line
+    endings too), so character offsets into it mean what they mean in the file."""
     corpus: Corpus = {}
     origin: dict[str, Path] = {}
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in DOCUMENT_SUFFIXES and p.is_file()):

@@ -101,4 +101,5 @@ def warning(stats: dict) -> str | None:
                      "below model.max_length minus the query and title) or raise model.max_length")
     if stats["query_cut"] > stats["pairs"] * WARN_PAIRS and not stats["max_query_tokens"]:
         fixes.append("give long queries a budget (model.max_query_tokens) so they cannot crowd the passage out")
-    return f"warning: {summary(stats)}: the model never reads the cut text; " + "; ".join(fixes or ["raise model.max_length"])
+    fix = "; ".join(fixes or ["raise model.max_length"])
+    return f"warning: {summary(stats)}: the model never reads the cut text; {fix}"

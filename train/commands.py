@@ -198,8 +198,8 @@ def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_
     # 2. BM25 top-k, then rerank and print
     bm25 = pipe.index.search(queries, cfg.eval.depth)
     reranked = pipe.rank(bm25, queries, pipe.corpus).final
-    truncation_report(pipe.scorer.tokenizer, candidate_pairs(bm25, queries, pipe.corpus, cfg.eval.depth, pipe.use_title),
-                      pipe.max_length, getattr(pipe.scorer, "max_query_tokens", 0), "rerank")
+    pairs = candidate_pairs(bm25, queries, pipe.corpus, cfg.eval.depth, pipe.use_title)
+    truncation_report(pipe.scorer.tokenizer, pairs, pipe.max_length, getattr(pipe.scorer, "max_query_tokens", 0), "rerank")
     for qid, text in queries.items():
         bm25_rank = {d: i + 1 for i, d in enumerate(ranked(bm25[qid]))}
         print(f"\nquery {qid}: {text}")
