@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 
+from .truncation import cut_queries
 from .types import DataError
 
 
@@ -69,11 +70,12 @@ class GroupCollator:
     The model then runs once per chunk and `order` puts the logits back in group order.
     """
 
-    def __init__(self, tokenizer, max_length: int, chunk: int = 0):
+    def __init__(self, tokenizer, max_length: int, chunk: int = 0, max_query_tokens: int = 0):
         self.tokenizer, self.max_length, self.chunk = tokenizer, max_length, chunk
+        self.max_query_tokens = max_query_tokens
 
     def __call__(self, batch: Sequence[tuple[str, list[str]]]) -> dict:
-        queries = [q for q, docs in batch for _ in docs]
+        queries = cut_queries(self.tokenizer, [q for q, docs in batch for _ in docs], self.max_query_tokens)
         passages = [d for _, docs in batch for d in docs]
         group = len(batch[0][1])
         labels = torch.zeros(len(batch), group)
@@ -99,7 +101,10 @@ def group_logits(model, batch: dict, group: int) -> torch.Tensor:
     return logits.view(-1, group)
 
 
-def tokenize_pairs(tokenizer, queries: list[str], passages: list[str], max_length: int) -> dict:
-    # longest_first trims the passage first and never fails on a long query, unlike only_second
+def tokenize_pairs(tokenizer, queries: list[str], passages: list[str], max_length: int,
+                   max_query_tokens: int = 0) -> dict:
+    # a query budget first (data/truncation.py), so a long query cannot crowd the passage out; then longest_first
+    # trims the longer side and never fails on a long query, unlike only_second
+    queries = cut_queries(tokenizer, queries, max_query_tokens)
     return dict(tokenizer(queries, passages, truncation="longest_first", max_length=max_length,
                           padding=True, return_tensors="pt"))

@@ -5,16 +5,16 @@ import hashlib
 import json
 import logging
 import math
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import analyzers
 from .types import Corpus, DataError, Queries, Run, doc_text
 
 log = logging.getLogger(__name__)
-TOKEN = re.compile(r"(?u)\b\w\w+\b")
+TOKEN = analyzers.PLAIN
 
 
 @dataclass
@@ -25,6 +25,9 @@ class BM25Config:
     b: float = 0.75
     stopwords: bool = True  # English stop words carry no evidence of relevance
     stemmer: str = ""  # "" (none) or a PyStemmer language such as "english"
+    # plain: words of 2+ letters/digits; legal: also sections, citations, provisions, defined terms, numbers and
+    # dates as tokens (data/analyzers.py). A saved index records it, so changing it rebuilds the index
+    analyzer: str = "plain"
 
 
 def stopword_set() -> frozenset[str]:
@@ -34,19 +37,23 @@ def stopword_set() -> frozenset[str]:
 
 
 def make_analyzer(cfg: BM25Config):
-    """text -> tokens: lower-case, words of 2+ characters, optional stop words and stemming."""
+    """text -> tokens: lower-case words of 2+ characters (legal: and citations, numbers, dates), optional stop words
+    and stemming."""
+    if cfg.analyzer not in analyzers.ANALYZERS:
+        raise DataError(f"bm25.analyzer={cfg.analyzer!r}; choose one of {', '.join(analyzers.ANALYZERS)}")
     stop = stopword_set() if cfg.stopwords else frozenset()
     stem = None
     if cfg.stemmer:
-        import Stemmer
-
-        stem = Stemmer.Stemmer(cfg.stemmer).stemWords
-
-    def analyze(text: str) -> list[str]:
-        tokens = [t for t in TOKEN.findall(text.lower()) if t not in stop]
-        return stem(tokens) if stem else tokens
-
-    return analyze
+        try:
+            import Stemmer
+        except ImportError:
+            raise DataError(f"bm25.stemmer={cfg.stemmer!r} needs PyStemmer: pip install PyStemmer") from None
+        try:
+            stem = Stemmer.Stemmer(cfg.stemmer).stemWords
+        except KeyError:
+            raise DataError(f"bm25.stemmer={cfg.stemmer!r} is not a Snowball language; use e.g. english, or \"\" "
+                            "for no stemming") from None
+    return analyzers.make(cfg.analyzer, stop, stem)
 
 
 def corpus_fingerprint(corpus: Corpus) -> str:
@@ -64,6 +71,7 @@ class BM25Index:
         self.cfg, self.doc_ids, self.engine, self.use_title = cfg, doc_ids, engine, use_title
         self.fingerprint = fingerprint
         self.analyze = make_analyzer(cfg)
+        self._position: dict[str, int] | None = None  # doc id -> row, built on the first scores_of
 
     @classmethod
     def build(cls, corpus: Corpus, cfg: BM25Config, use_title: bool = True, progress: bool = True) -> "BM25Index":
@@ -118,6 +126,19 @@ class BM25Index:
             # a zero score means no query term matched: not a candidate at all
             run[qid] = {self.doc_ids[d]: float(s) for d, s in zip(docs[qi], scores[qi]) if s > 0}
         return run
+
+
+    def scores_of(self, query: str, doc_ids: list[str]) -> list[float]:
+        """BM25 of one query against the passages named, wherever they rank (the best passage of a judged document
+        need not be in the top-k)."""
+        tokens = self.analyze(query)
+        if not tokens:
+            return [0.0] * len(doc_ids)
+        if self._position is None:
+            self._position = {d: i for i, d in enumerate(self.doc_ids)}
+        engine = self.engine.bm25 if self.cfg.backend == "rank_bm25" else self.engine
+        scores = engine.get_scores(tokens)
+        return [float(scores[self._position[d]]) for d in doc_ids]
 
 
 def score_texts(query: str, texts: list[str], cfg: BM25Config) -> list[float]:

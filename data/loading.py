@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .chunking import Chunking, chunk_corpus, tokenizer_spans, validate as validate_chunking, word_spans
 from .readers import (add_judgment, first_existing, read_beir_corpus, read_beir_queries, read_qrels_tsv,
-                      read_tsv_pairs)
-from .splits import HOLDOUT, carve_holdout, held_out_passages
+                      read_text_folder, read_tsv_pairs, text_folder)
+from .splits import HOLDOUT, carve_holdout
 from .types import Corpus, DataError, Doc, Qrels, Queries
 
 log = logging.getLogger(__name__)
@@ -18,9 +19,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class DataConfig:
     # a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv), an MS MARCO folder
-    # (collection.tsv, queries.<split>.tsv, qrels.<split>.tsv) or a Hugging Face dataset id / local path
+    # (collection.tsv, queries.<split>.tsv, qrels.<split>.tsv), a Hugging Face dataset id / local path, or a folder
+    # of .txt/.md documents (in corpus/ or the folder itself; queries.jsonl and qrels/ beside them, as in BEIR)
     path: str = "data/demo"
-    format: str = "auto"  # auto | beir | msmarco | hf
+    format: str = "auto"  # auto | beir | msmarco | hf | folder
     # for format hf: the dataset holding qrels (BEIR's hub layout keeps them in "<path>-qrels")
     qrels_path: str = ""
     train_split: str = "train"
@@ -35,6 +37,20 @@ class DataConfig:
     document_separator: str = "#"
     # prefix the document title to its text ("<title>: <text>") everywhere a passage is read
     use_title: bool = True
+    # whole documents in, passages inside (data/chunking.py): none keeps corpus entries as they are; tokens cuts
+    # windows of chunk_size tokens every chunk_stride tokens; paragraphs packs whole lines (else sentences) into
+    # up to chunk_size tokens. Passage ids are <document>@<start>-<end> (character offsets into the document)
+    chunking: str = "none"
+    chunk_size: int = 256  # tokens per passage; the title and the query come on top within model.max_length
+    chunk_stride: int = 0  # tokens from one passage's start to the next (< chunk_size overlaps); 0: chunk_size
+    # whose tokens: "model" (model.name's tokenizer: sizes mean what max_length means), "words", or a tokenizer
+    # name or folder
+    chunk_tokenizer: str = "model"
+    # what the qrels judge: passage (corpus ids), document (documents, before chunking), span (character offsets,
+    # qrels/<split>.spans.tsv); auto: span if that file exists, document when chunking, else passage
+    judgments: str = "auto"
+    relevance_threshold: int = 1  # the least grade that is relevant; judged grades below it are known negatives
+    span_coverage: float = 0.3  # share of a span a passage must hold (of itself, if the span is longer) to be positive
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -55,8 +71,8 @@ def detect_format(cfg: DataConfig) -> str:
         raise DataError("data.path is empty; set it to a BEIR or MS MARCO folder or a Hugging Face dataset id")
     folder = Path(cfg.path)
     if cfg.format != "auto":
-        if cfg.format not in ("beir", "msmarco", "hf"):
-            raise DataError(f"data.format={cfg.format!r}; use one of auto, beir, msmarco, hf")
+        if cfg.format not in ("beir", "msmarco", "hf", "folder"):
+            raise DataError(f"data.format={cfg.format!r}; use one of auto, beir, msmarco, hf, folder")
         if not folder.exists() and (cfg.format != "hf" or not looks_like_hub_id(cfg.path)):
             raise missing_folder(cfg.path)
         return cfg.format
@@ -68,6 +84,8 @@ def detect_format(cfg: DataConfig) -> str:
         return "beir"
     if (folder / "collection.tsv").exists() or (folder / "collection.tsv.gz").exists():
         return "msmarco"
+    if folder.is_dir() and ((folder / "corpus").is_dir() or any(folder.glob("*.txt"))):
+        return "folder"  # .txt documents (a lone README.md does not make a folder of documents: datasets have one)
     if folder.is_file() or not any(folder.iterdir()):
         raise DataError(f"{folder}: not a BEIR, MS MARCO or Hugging Face dataset folder; see data.format")
     # anything else is handed to `datasets`: a local folder it can read
@@ -106,12 +124,49 @@ def qrels_file(folder: Path, name: str) -> Path:
 
 def split_qrels_file(cfg: DataConfig, fmt: str, split: str) -> Path:
     folder = Path(cfg.path)
-    return qrels_file(folder / "qrels", f"{split}.tsv") if fmt == "beir" else qrels_file(folder, f"qrels.{split}.tsv")
+    if fmt in ("beir", "folder"):
+        return qrels_file(folder / "qrels", f"{split}.tsv")
+    return qrels_file(folder, f"qrels.{split}.tsv")
 
 
-def load_corpus(cfg: DataConfig) -> Corpus:
+def chunking_of(cfg: DataConfig) -> Chunking:
+    return Chunking(cfg.chunking, cfg.chunk_size, cfg.chunk_stride)
+
+
+def token_spans(cfg: DataConfig, tokenizer=None):
+    """How chunking counts tokens: the tokenizer given (the model's, passed in by crosstune's commands), regex words,
+    or a tokenizer named in data.chunk_tokenizer."""
+    name = cfg.chunk_tokenizer
+    if name == "words":
+        return word_spans
+    if name in ("model", ""):
+        if tokenizer is None:
+            raise DataError("data.chunk_tokenizer=model: pass the model's tokenizer (load_corpus(cfg, tokenizer)), or "
+                            "set data.chunk_tokenizer to words or a tokenizer name")
+        return tokenizer_spans(tokenizer)
+    from transformers import AutoTokenizer
+
+    try:
+        return tokenizer_spans(AutoTokenizer.from_pretrained(name))
+    except OSError as e:
+        raise DataError(f"data.chunk_tokenizer={name!r}: cannot load it ({str(e).splitlines()[0]}); use model, words, "
+                        "or a tokenizer folder") from None
+
+
+def load_corpus(cfg: DataConfig, tokenizer=None) -> Corpus:
+    """The corpus as every stage reads it: its entries, or with data.chunking the passages cut from them."""
+    validate_chunking(chunking_of(cfg))
+    documents = load_documents(cfg)
+    if cfg.chunking == "none":
+        return documents
+    return chunk_corpus(documents, chunking_of(cfg), token_spans(cfg, tokenizer))
+
+
+def load_documents(cfg: DataConfig) -> Corpus:
     fmt, folder = detect_format(cfg), Path(cfg.path)
-    if fmt == "beir":
+    if fmt == "folder":
+        corpus = read_text_folder(text_folder(folder), skip_readme=text_folder(folder) == folder)
+    elif fmt == "beir":
         corpus = read_beir_corpus(first_existing(folder, ["corpus.jsonl", "corpus.jsonl.gz"]))
     elif fmt == "msmarco":
         texts = read_tsv_pairs(first_existing(folder, ["collection.tsv", "collection.tsv.gz"]), "doc")
@@ -126,7 +181,7 @@ def load_corpus(cfg: DataConfig) -> Corpus:
 
 def load_queries(cfg: DataConfig, split: str) -> Queries:
     fmt, folder = detect_format(cfg), Path(cfg.path)
-    if fmt == "beir":
+    if fmt in ("beir", "folder"):
         return read_beir_queries(first_existing(folder, ["queries.jsonl", "queries.jsonl.gz"]))
     if fmt == "msmarco":
         return read_tsv_pairs(first_existing(folder, [f"queries.{split}.tsv", "queries.tsv"]), "query")
@@ -135,7 +190,7 @@ def load_queries(cfg: DataConfig, split: str) -> Queries:
 
 def load_qrels(cfg: DataConfig, split: str) -> Qrels:
     fmt = detect_format(cfg)
-    if fmt in ("beir", "msmarco"):
+    if fmt in ("beir", "msmarco", "folder"):
         return read_qrels_tsv(split_qrels_file(cfg, fmt, split))
     path = cfg.qrels_path or f"{cfg.path}-qrels"
     qrels: Qrels = {}
@@ -150,8 +205,9 @@ def check_files(cfg: DataConfig, splits: list[str]) -> None:
     fmt, folder = detect_format(cfg), Path(cfg.path)
     if fmt == "hf":
         return  # `datasets` resolves hub ids and local layouts itself
-    corpus, queries = ("corpus.jsonl", "queries.jsonl") if fmt == "beir" else ("collection.tsv", None)
-    first_existing(folder, [corpus, f"{corpus}.gz"])
+    corpus, queries = ("corpus.jsonl", "queries.jsonl") if fmt in ("beir", "folder") else ("collection.tsv", None)
+    if fmt != "folder":
+        first_existing(folder, [corpus, f"{corpus}.gz"])
     for split in {cfg.train_split if s == HOLDOUT else s for s in splits}:  # the holdout is read from train
         if queries:
             first_existing(folder, [queries, f"{queries}.gz"])
@@ -177,16 +233,39 @@ def check_qrels(qrels: Qrels, corpus: Corpus, queries: Queries, where: str) -> Q
     return kept
 
 
+def carved(cfg: DataConfig, split: str) -> bool:
+    return split == HOLDOUT or (split == cfg.train_split and cfg.dev_split == HOLDOUT)
+
+
+def split_source(cfg: DataConfig, split: str) -> str:
+    """The qrels split a split is read from: the holdout is carved out of train."""
+    return cfg.train_split if carved(cfg, split) else split
+
+
+def keep_side(cfg: DataConfig, split: str, qrels: Qrels, corpus: Corpus) -> Qrels:
+    """With dev_split "holdout", the train split loses the held-out queries and "holdout" is them."""
+    if not carved(cfg, split):
+        return qrels
+    held = holdout_queries(cfg, qrels, corpus)
+    return {q: d for q, d in qrels.items() if (q in held) == (split == HOLDOUT)}
+
+
+def with_threshold(qrels: Qrels, threshold: int) -> Qrels:
+    """Grades below data.relevance_threshold become 0: judged, and known not to be relevant. Every later stage then
+    reads one rule (> 0 is relevant) and nDCG's gains are the grades that count."""
+    if threshold == 1:
+        return qrels
+    return {q: {d: (r if r >= threshold else 0) for d, r in docs.items()} for q, docs in qrels.items()}
+
+
 def load_split(cfg: DataConfig, split: str, corpus: Corpus) -> tuple[Queries, Qrels]:
-    """Queries and qrels of one split, restricted to queries that have judgments. With dev_split "holdout", the
-    train split loses the held-out queries and "holdout" is them."""
-    carved = split == HOLDOUT or (split == cfg.train_split and cfg.dev_split == HOLDOUT)
-    source = cfg.train_split if carved else split
+    """Queries and passage qrels of one split, restricted to queries that have judgments, thresholded at
+    data.relevance_threshold. With dev_split "holdout", the train split loses the held-out queries and "holdout" is
+    them. (Document and span judgments: data/judgments.py load_judgments.)"""
+    source = split_source(cfg, split)
     queries = load_queries(cfg, source)
     qrels = check_qrels(load_qrels(cfg, source), corpus, queries, f"{cfg.path} split {source!r}")
-    if carved:
-        held = holdout_queries(cfg, qrels, corpus)
-        qrels = {q: d for q, d in qrels.items() if (q in held) == (split == HOLDOUT)}
+    qrels = keep_side(cfg, split, with_threshold(qrels, cfg.relevance_threshold), corpus)
     return {q: queries[q] for q in qrels}, qrels
 
 
@@ -196,12 +275,3 @@ def holdout_queries(cfg: DataConfig, train_qrels: Qrels, corpus: Corpus) -> set[
         raise DataError(f"data.dev_split=holdout: the {cfg.train_split!r} split's queries all judge one document "
                         "group, so none can be held out; name a dev split (data.dev_split) instead")
     return held
-
-
-def holdout_passages(cfg: DataConfig, corpus: Corpus) -> set[str]:
-    """Passages of the documents the holdout judges (empty without a holdout): mining keeps them out of training."""
-    if cfg.dev_split != HOLDOUT:
-        return set()
-    queries = load_queries(cfg, cfg.train_split)
-    qrels = check_qrels(load_qrels(cfg, cfg.train_split), corpus, queries, f"{cfg.path} split {cfg.train_split!r}")
-    return held_out_passages(holdout_queries(cfg, qrels, corpus), qrels, corpus, cfg.document_separator)

@@ -149,3 +149,37 @@ def read_tsv_pairs(path: Path, kind: str) -> dict[str, str]:
             raise duplicate_id(path, line_no, kind, row[0])
         out[row[0]] = "\t".join(row[1:])
     return out
+
+
+DOCUMENT_SUFFIXES = (".txt", ".md")
+
+
+def text_folder(folder: Path) -> Path:
+    """Where a folder keeps its documents: corpus/ when it has one, else the folder itself."""
+    return folder / "corpus" if (folder / "corpus").is_dir() else folder
+
+
+def read_text_folder(folder: Path, skip_readme: bool = False) -> Corpus:
+    """One document per .txt/.md file under `folder`: id the path below it without the suffix (`nda/acme`), title
+    the file's name without it; `skip_readme` leaves out a README.md at the top. The text is kept byte for byte (line
+    endings too), so character offsets into it mean what they mean in the file."""
+    corpus: Corpus = {}
+    origin: dict[str, Path] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in DOCUMENT_SUFFIXES and p.is_file()):
+        rel = path.relative_to(folder)
+        if rel.parts[0].startswith(".") or (skip_readme and rel.as_posix().lower() == "readme.md"):
+            continue  # hidden folders; the data folder's own README is not a document
+        doc_id = rel.with_suffix("").as_posix()
+        if doc_id in origin:
+            raise DataError(f"{path}: document id {doc_id!r} is also {origin[doc_id]}; rename one of the two")
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                text = f.read()
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); re-save the file "
+                            "as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        origin[doc_id] = path
+        corpus[doc_id] = Doc(title=path.stem, text=text)
+    if not corpus:
+        raise DataError(f"{folder}: no .txt or .md documents; put one document per file there")
+    return corpus

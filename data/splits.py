@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import random
 
+from .chunking import parse_chunk_id
 from .types import Corpus, Qrels
 
 HOLDOUT = "holdout"  # the data.dev_split value that asks for the carved split
 
 
 def document_of(doc_id: str, corpus: Corpus, separator: str = "#") -> str:
-    """The document a passage was cut from: the id before the last separator (`<doc>#<k>`), else its title,
-    else the passage itself (a corpus of whole, untitled documents)."""
+    """The document a passage was cut from: its chunk id's document (`<doc>@<start>-<end>`), the id before the last
+    separator (`<doc>#<k>`), else its title, else the passage itself (a corpus of whole, untitled documents)."""
+    chunk = parse_chunk_id(doc_id)
+    if chunk:
+        return chunk[0]
     if separator and separator in doc_id:
         return doc_id.rsplit(separator, 1)[0]
     doc = corpus.get(doc_id)

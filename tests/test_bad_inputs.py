@@ -169,6 +169,22 @@ def truncated_model(e) -> list[str]:
     return train_on_mined(e, f"model.name={folder}")
 
 
+def span_data(e, row: str) -> list[str]:
+    """A whole-document BEIR folder whose span qrels hold `row`, mined with word-token chunking."""
+    d = e.tmp / "documents"
+    write(d / "corpus.jsonl", '{"_id": "lease", "title": "Lease", "text": "The tenant may sublet with consent."}\n')
+    write(d / "queries.jsonl", '{"_id": "q1", "text": "may the tenant sublet"}\n')
+    write(d / "qrels" / "train.spans.tsv", "query-id\tcorpus-id\tstart\tend\tscore\n" + row)
+    return mine_args(e, d, "data.chunking=tokens", "data.chunk_tokenizer=words", "data.chunk_size=8")
+
+
+def latin1_document(e) -> list[str]:
+    d = e.tmp / "texts"
+    write(d / "lease.txt", "The tenant may sublet.")
+    write(d / "nda.txt", "Confidential information, caf\xe9".encode("latin-1"))
+    return mine_args(e, d)
+
+
 def overwrite_run(e, *extra: str) -> list[str]:
     """`train --overwrite` over a copy of the finished run."""
     e.copy_run()
@@ -226,6 +242,30 @@ CASES = [
         ("train.warmup_ratio=-0.1", r"train\.warmup_ratio=-0\.1; set train\.warmup_ratio"),
         ("model.max_length=4", r"model\.max_length=4; set model\.max_length to an integer >= 8"),
     ]],
+    # ---- whole documents: chunking, judgments, document ranking, the analyzer, the query budget
+    *[(f"{o}", (lambda o: lambda e: ["mine", *e.args(o)])(o), m) for o, m in [
+        ("data.chunking=sentences", r"data\.chunking='sentences'; choose one of none, tokens, paragraphs"),
+        ("data.chunk_stride=300", r"data\.chunk_stride=300 with data\.chunk_size=256; the stride .* must be in "
+                                  r"1\.\.256, or 0 for 256 \(no overlap\)"),
+        ("data.chunk_size=4", r"data\.chunk_size=4; give at least 8 tokens per passage"),
+        ("data.judgments=clause", r"data\.judgments='clause'; choose one of auto, passage, document, span"),
+        ("data.relevance_threshold=0", r"data\.relevance_threshold=0; set data\.relevance_threshold to an integer >= 1"),
+        ("data.span_coverage=1.5", r"data\.span_coverage=1\.5; set data\.span_coverage to a share in \(0, 1\]"),
+        ("eval.aggregate=median", r"eval\.aggregate='median'; choose one of maxp, firstp, sump, mean-top-k"),
+        ("eval.aggregate_k=0", r"eval\.aggregate_k=0; set eval\.aggregate_k to an integer >= 1"),
+        ("bm25.analyzer=french", r"bm25\.analyzer='french'; choose one of plain, legal"),
+        ("mining.document_positives=all", r"mining\.document_positives='all'; choose one of best, each"),
+        ("model.max_query_tokens=60", r"model\.max_query_tokens=60 leaves the passage fewer than 16 of "
+                                      r"model\.max_length=64 tokens"),
+        ("bm25.stemmer=klingon", r"bm25\.stemmer='klingon' is not a Snowball language"),
+    ]],
+    ("span offsets outside the document", lambda e: span_data(e, "q1\tlease\t4\t99\t1\n"),
+     r"train\.spans\.tsv:2: span 4-99 does not lie inside document 'lease' \(35 characters\)"),
+    ("span that ends before it starts", lambda e: span_data(e, "q1\tlease\t9\t4\t1\n"),
+     r"train\.spans\.tsv:2: span 9-4 does not lie inside .* with start < end"),
+    ("span qrels row without offsets", lambda e: span_data(e, "q1\tlease\t1\n"),
+     r"train\.spans\.tsv:2: expected 'query-id<TAB>corpus-id<TAB>start<TAB>end<TAB>score'"),
+    ("a latin-1 .txt document", latin1_document, r"nda\.txt: not UTF-8 \(byte 0xe9"),
     # ---- the command line
     ("overrides on both sides of a flag, one unknown",
      lambda e: ["train", "--config", TINY, "train.lr=1e-4", "--overwrite", "train.lrr=1"],

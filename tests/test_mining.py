@@ -51,6 +51,7 @@ def test_rows_and_drop_reasons():
         "depth": 40,
         # positives in the corpus: d005, d012 (q1, both retrieved), d001 (q3, retrieved) -> 3 / 3
         "positive_recall_at_depth": 1.0,
+        "judged_negatives_used": 2,  # d007 (judged 0) in both of q1's rows
     }
     row = rows[0]
     assert row["query"] == "first query"
@@ -88,10 +89,12 @@ def test_negatives_exclude_positives_with_many_unjudged_and_zero_judgments():
     qrels["q1"].update({"d004": 1, "d009": 3, "d021": 1, "d029": 1})
     rows, stats = mine(CORPUS, QUERIES, qrels, run, MiningConfig(depth=40, negative_range=[0, 30], num_negatives=20))
     assert stats["rows"] == 4
+    zeros = {d for d, r in qrels["q1"].items() if r == 0}  # 19 judged non-relevant, d030..d038 past the range
     for row in rows:
         assert not {"d004", "d009", "d021", "d029"} & set(row["negative_ids"])
-        # pool is ranks 0..29 minus 4 positives = 26 docs; 20 drawn
-        assert set(row["negative_ids"]) <= {f"d{i:03d}" for i in range(30)} - {"d004", "d009", "d021", "d029"}
+        # the judged non-relevant come first, from any rank; the one left to draw comes from ranks 0..29
+        assert zeros <= set(row["negative_ids"]) and len(row["negative_ids"]) == 20
+        assert set(row["negative_ids"]) - zeros <= {f"d{i:03d}" for i in range(30)} - {"d004", "d009", "d021", "d029"}
 
 
 def test_exactly_enough_candidates_uses_them_all():

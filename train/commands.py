@@ -6,28 +6,34 @@ import time
 from pathlib import Path
 
 from crosstune.data.bm25 import BM25Index
-from crosstune.data.loading import holdout_passages, load_corpus, load_split
+from crosstune.data.chunking import chunking_stats
+from crosstune.data.judgments import holdout_exclusions, load_judgments, mining_qrels
+from crosstune.data.loading import chunking_of
 from crosstune.data.readers import iter_lines
 from crosstune.data.mining import mine
 from crosstune.data.types import DataError, Queries, doc_text, ranked
 
 from .checkpoint import list_checkpoints, model_folder
 from .config import Config, mined_dir, run_dir, to_yaml
+from .documents import (candidate_pairs, first_stage_depth, level_report, level_tables, load_passages,
+                        model_tokenizer, rank_levels, row_pairs, truncation_report)
 from .export import check_format, export_model
 from .model import check_model_source
-from .metrics import compare, format_table, write_trec
+from .metrics import write_trec
 from .outputs import atomic_dir, refuse_existing
 from .pipeline import RankingPipeline
-from .rerank import with_tail
 
 
 def mine_command(cfg: Config, overwrite: bool = False) -> dict:
-    # 1. refuse to clobber, then load the corpus and the train split
+    # 1. refuse to clobber, then load the corpus (cut into passages with data.chunking) and the train split
     out = mined_dir(cfg)
     refuse_existing(out, overwrite, "a mined dataset")
-    corpus = load_corpus(cfg.data)
-    queries, qrels = load_split(cfg.data, cfg.data.train_split, corpus)
-    print(f"mine | {len(corpus)} passages, {len(queries)} {cfg.data.train_split} queries with judgments")
+    tokenizer = model_tokenizer(cfg)  # counts what the model will not read; chunking counts in its tokens
+    corpus = load_passages(cfg, tokenizer)
+    queries, judged = load_judgments(cfg.data, cfg.data.train_split, corpus)
+    chunks = chunking_stats(corpus, chunking_of(cfg.data)) if cfg.data.chunking != "none" else None
+    print(f"mine | {len(corpus)} passages" + (f" cut from {chunks['documents']} documents" if chunks else "")
+          + f", {len(queries)} {cfg.data.train_split} queries with {judged.level} judgments")
     # 2. build the BM25 index
     t0 = time.time()
     index = BM25Index.build(corpus, cfg.bm25, cfg.data.use_title)
@@ -35,12 +41,18 @@ def mine_command(cfg: Config, overwrite: bool = False) -> dict:
     # 3. retrieve top-depth and mine negatives from the rank range
     t0 = time.time()
     run = index.search(queries, cfg.mining.depth, progress=True)
-    held = holdout_passages(cfg.data, corpus)
+    held = holdout_exclusions(cfg.data, corpus)
     if held:
         print(f"mine | data.dev_split=holdout: the held-out queries' {len(held)} passages (whole documents) are kept "
               "out of every training row")
-    rows, stats = mine(corpus, queries, qrels, run, cfg.mining, cfg.data.use_title, exclude=held)
-    stats.update(index_seconds=round(t_index, 2), retrieve_and_mine_seconds=round(time.time() - t0, 2))
+    qrels, unsure = mining_qrels(judged, corpus, index.scores_of, queries, cfg.mining.document_positives)
+    rows, stats = mine(corpus, queries, qrels, run, cfg.mining, cfg.data.use_title, exclude=held, unsure=unsure)
+    stats.update(index_seconds=round(t_index, 2), retrieve_and_mine_seconds=round(time.time() - t0, 2),
+                 judgments=judged.level)
+    if chunks:
+        stats["chunking"] = chunks
+    stats["truncation"] = truncation_report(tokenizer, row_pairs(rows), cfg.model.max_length,
+                                            cfg.model.max_query_tokens, "mine")
     if not rows:
         raise DataError(f"no training rows: {stats['queries_dropped']}; lower mining.num_negatives or "
                         "mining.negative_range[0], or raise mining.depth")
@@ -105,25 +117,27 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     pipe = RankingPipeline.load(model_path, cfg, search=True, key="--model" if model else "model", progress=True)
     fusion = pipe.fusion
     selection = selection_note(pipe.manifest, split, cfg)
-    queries, qrels = load_split(cfg.data, split, pipe.corpus)
+    queries, judged = load_judgments(cfg.data, split, pipe.corpus)
     t0 = time.time()
-    # retrieve deep enough for Recall@100 even when fewer candidates are reranked; the rest keep BM25 order
-    bm25 = pipe.index.search(queries, max(cfg.eval.depth, *cfg.eval.recall_at))
+    # retrieve deep enough for Recall@100 even when fewer candidates are reranked (the rest keep BM25 order), and
+    # deeper when documents are ranked from their passages
+    bm25 = pipe.index.search(queries, first_stage_depth(cfg, judged))
     t_bm25 = time.time() - t0
-    # 2. rerank through the pipeline: passages formatted and scores fused as the model was trained
+    # 2. rerank through the pipeline: passages formatted and scores fused as the model was trained; documents ranked
+    # by their passages' scores when the judgments name documents
     t0 = time.time()
-    ranking = pipe.rank(bm25, queries, pipe.corpus)
+    levels, reranked = rank_levels(cfg, pipe, bm25, queries, judged)
     t_rerank = time.time() - t0
-    # 3. metrics side by side, with a paired test, and the run files
-    runs = {"BM25": bm25, "reranked": ranking.final}
-    if fusion.fused:
-        runs["cross-encoder"] = with_tail(ranking.cross_encoder, bm25)
-    report = compare(qrels, runs, list(cfg.eval.recall_at))
+    # 3. metrics side by side, with a paired test, at each level the judgments allow; what the model did not read
+    report = level_report(levels, list(cfg.eval.recall_at))
+    report["truncation"] = truncation_report(pipe.scorer.tokenizer, candidate_pairs(
+        reranked, queries, pipe.corpus, len(pipe.corpus), pipe.use_title), pipe.max_length,
+        getattr(pipe.scorer, "max_query_tokens", 0), "evaluate")
     report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=fusion.weight,
                   biencoder=fusion.biencoder, biencoder_weight=fusion.biencoder_weight, fusion_source=fusion.source,
                   selection=selection, precision=pipe.scorer.precision,
                   seconds={"bm25": round(t_bm25, 2), "rerank": round(t_rerank, 2)})
-    table = format_table(report)
+    table = level_tables(report, cfg)
     with atomic_dir(out) as tmp:
         (tmp / "config.yaml").write_text(to_yaml(cfg))
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
@@ -133,8 +147,10 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
             + f"Model: `{model_path}`; {report['queries']} queries; BM25 fusion weight {fusion.weight}"
             + (f", bi-encoder `{fusion.biencoder}` weight {fusion.biencoder_weight}" if fusion.biencoder_weight else "")
             + f" (from {fusion.source}); p from a paired t-test over queries against BM25.\n\n{table}\n")
-        write_trec(bm25, tmp / "bm25.trec", "bm25")
-        write_trec(ranking.final, tmp / "reranked.trec", "crosstune")
+        for level, suffix in (("passage", ""), ("document", "_documents")):
+            if level in levels:
+                write_trec(levels[level].runs["BM25"], tmp / f"bm25{suffix}.trec", "bm25")
+                write_trec(levels[level].runs["reranked"], tmp / f"reranked{suffix}.trec", "crosstune")
     print(f"evaluate | {report['queries']} {split} queries, BM25 top-{cfg.eval.depth} reranked by {model_path}; "
           f"fusion from {fusion.source}\n{table}\n-> {out}")
     if selection["in_sample"]:
@@ -191,6 +207,8 @@ def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_
     # 2. BM25 top-k, then rerank and print
     bm25 = pipe.index.search(queries, cfg.eval.depth)
     reranked = pipe.rank(bm25, queries, pipe.corpus).final
+    pairs = candidate_pairs(bm25, queries, pipe.corpus, cfg.eval.depth, pipe.use_title)
+    truncation_report(pipe.scorer.tokenizer, pairs, pipe.max_length, getattr(pipe.scorer, "max_query_tokens", 0), "rerank")
     for qid, text in queries.items():
         bm25_rank = {d: i + 1 for i, d in enumerate(ranked(bm25[qid]))}
         print(f"\nquery {qid}: {text}")

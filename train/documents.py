@@ -1,0 +1,118 @@
+"""Whole documents through the commands: passages cut with the model's tokenizer, rankings at the level the
+judgments hold (passages, documents, or both), and what the model did not read (truncation)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from crosstune.data import truncation
+from crosstune.data.judgments import Judgments
+from crosstune.data.loading import load_corpus
+from crosstune.data.types import Corpus, Queries, Run, doc_text, ranked, top_k
+
+from .aggregate import aggregate_run, document_ranking
+from .config import Config
+from .metrics import compare, format_table
+from .rerank import with_tail
+
+
+def model_tokenizer(cfg: Config):
+    from .model import load_tokenizer
+
+    return load_tokenizer(cfg.model.name, cfg.model.max_length)
+
+
+def load_passages(cfg: Config, tokenizer=None) -> Corpus:
+    """The corpus every command reads: with data.chunking, documents cut into passages counted in the tokens of
+    model.name (the base the model was trained from: mine, train, evaluate and rerank cut alike)."""
+    if cfg.data.chunking == "none" or cfg.data.chunk_tokenizer not in ("model", ""):
+        return load_corpus(cfg.data)
+    return load_corpus(cfg.data, tokenizer or model_tokenizer(cfg))
+
+
+# -- truncation --------------------------------------------------------------------------------------------------
+def row_pairs(rows: list[dict]) -> list[tuple[str, str]]:
+    """The (query, passage) pairs training reads from mined rows."""
+    return [(r["query"], p) for r in rows for p in (r["positive"], *r["negatives"])]
+
+
+def candidate_pairs(run: Run, queries: Queries, corpus: Corpus, depth: int, use_title: bool) -> list[tuple[str, str]]:
+    """The (query, passage) pairs a rerank of each query's top-`depth` reads."""
+    return [(queries[q], doc_text(corpus[d], use_title)) for q, docs in run.items() for d in ranked(docs)[:depth]]
+
+
+def truncation_report(tokenizer, pairs: list[tuple[str, str]], max_length: int, max_query_tokens: int,
+                      where: str) -> dict:
+    """Counts of what the model cannot read, printed (as a warning naming the fix when much is cut)."""
+    stats = truncation.report(tokenizer, pairs, max_length, max_query_tokens)
+    print(f"{where} | {truncation.warning(stats) or truncation.summary(stats)}")
+    return stats
+
+
+# -- rankings at each level --------------------------------------------------------------------------------------
+@dataclass
+class LevelRuns:
+    """Runs to evaluate at one level, BM25 first."""
+
+    qrels: dict
+    runs: dict[str, Run]
+    extra: dict = field(default_factory=dict)
+
+
+def first_stage_depth(cfg: Config, judged: Judgments) -> int:
+    """Passages BM25 retrieves: enough for the passage metrics, and with a document view enough to rank documents."""
+    depth = max(cfg.eval.depth, *cfg.eval.recall_at)
+    return max(depth, cfg.eval.first_stage_depth) if judged.documents else depth
+
+
+def rank_levels(cfg: Config, pipe, bm25: Run, queries: Queries, judged: Judgments) -> tuple[dict[str, LevelRuns], Run]:
+    """Rank through the pipeline and lay the runs out by level. Document judgments rerank the passages of BM25's top
+    documents up to eval.depth passages; passage and span judgments rerank BM25's top eval.depth passages (and rank
+    documents from them too, when passages name their documents). Also returns the reranked candidates' logits."""
+    e, sep = cfg.eval, cfg.data.document_separator
+    passage_depth = max(e.depth, *e.recall_at)
+    if judged.level == "document":
+        ranking = pipe.rank_documents(bm25, queries, pipe.corpus, e.aggregate, e.aggregate_k, separator=sep).ranking
+        head = ranking.final
+    else:
+        ranking = pipe.rank(top_k(bm25, passage_depth), queries, pipe.corpus)
+        head = top_k(ranking.final, e.depth)
+    out: dict[str, LevelRuns] = {}
+    if judged.passages:
+        shallow = top_k(bm25, passage_depth)  # the passage figures read the depth they always did
+        runs = {"BM25": shallow, "reranked": with_tail(ranking.final, shallow)}
+        if pipe.fusion.fused:
+            runs["cross-encoder"] = with_tail(ranking.cross_encoder, shallow)
+        out["passage"] = LevelRuns(judged.passages, runs)
+    if judged.documents:
+        runs = {"BM25": aggregate_run(bm25, e.aggregate, e.aggregate_k, sep),
+                "reranked": document_ranking(head, bm25, e.aggregate, e.aggregate_k, sep)}
+        if pipe.fusion.fused:
+            runs["cross-encoder"] = document_ranking(ranking.cross_encoder, bm25, e.aggregate, e.aggregate_k, sep)
+        out["document"] = LevelRuns(judged.documents, runs, {"aggregate": e.aggregate, "aggregate_k": e.aggregate_k,
+                                                             "bm25_passages": first_stage_depth(cfg, judged)})
+    return out, ranking.cross_encoder
+
+
+def level_report(levels: dict[str, LevelRuns], recall_at: list[int]) -> dict:
+    """compare() at the first level the judgments hold; the document level beside it under "documents"."""
+    primary = "passage" if "passage" in levels else "document"
+    report = compare(levels[primary].qrels, levels[primary].runs, recall_at)
+    report["level"] = primary
+    if primary == "passage" and "document" in levels:
+        doc = levels["document"]
+        report["documents"] = {**compare(doc.qrels, doc.runs, recall_at), **doc.extra}
+    elif primary == "document":
+        report.update(levels["document"].extra)
+    return report
+
+
+def level_tables(report: dict, cfg: Config) -> str:
+    """report.md's tables: passages, then documents (or documents alone)."""
+    how = f"{cfg.eval.aggregate}" + (f" k={cfg.eval.aggregate_k}" if cfg.eval.aggregate == "mean-top-k" else "")
+    if report.get("level") == "document":
+        return (f"Documents ranked by their passages' scores ({how}); the passages of BM25's top documents reranked, "
+                f"{cfg.eval.depth} passages a query.\n\n{format_table(report)}")
+    table = format_table(report)
+    if "documents" in report:
+        table = (f"### Passages\n\n{table}\n\n### Documents ({how} over the passages' scores)\n\n"
+                 f"{format_table(report['documents'])}")
+    return table
