@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
@@ -47,7 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top", type=int, default=10, help="passages to print per query")
     c = command("demo", "mine -> train -> export -> evaluate on the bundled legal demo set", config_required=False)
     c.add_argument("--overwrite", action="store_true", help="replace checkpoints/<run>/ from an earlier demo")
+    for c in sub.choices.values():
+        c.add_argument("--verbose", action="store_true",
+                       help="show libraries' debug log lines (also: CROSSTUNE_LOG=debug)")
     return p
+
+
+def setup_logging(verbose: bool) -> None:
+    """Warnings and errors reach the terminal; libraries' debug and info lines only when asked for. The level is set
+    on the handler: bm25s sets its own logger to DEBUG when it is imported, after anything we could set on it, and a
+    record that passes its logger's level is printed by every handler without a level of its own."""
+    levels = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
+    level = logging.DEBUG if verbose else levels.get(os.environ.get("CROSSTUNE_LOG", "").strip().upper(), logging.WARNING)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in root.handlers:
+        handler.setLevel(level)
 
 
 def split_rerank_args(args) -> None:
@@ -134,8 +151,6 @@ def dispatch(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
     import transformers
 
     transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
@@ -148,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     args.overrides = [*args.overrides, *extra]
+    setup_logging(args.verbose)
     try:
         dispatch(args)
     except (DataError, FileNotFoundError) as e:

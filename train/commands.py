@@ -177,7 +177,8 @@ def read_query_file(path: str) -> Queries:
 def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_n: int = 10) -> dict:
     # 1. the pipeline: model (checked before the slow steps), fusion, corpus and index
     model_path = str(model or newest_model(cfg))
-    pipe = RankingPipeline.load(model_path, cfg, search=True, key="--model" if model else "model")
+    pipe = RankingPipeline.load(model_path, cfg, search=True, key="--model" if model else "model",
+                                progress=len(queries) > 1)  # a file of queries takes a while: show the scoring
     print(f"rerank | BM25 top-{cfg.eval.depth} reranked by {model_path}; fusion from {pipe.fusion.source}")
     # 2. BM25 top-k, then rerank and print
     bm25 = pipe.index.search(queries, cfg.eval.depth)

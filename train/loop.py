@@ -77,6 +77,8 @@ class DevSet:
     the current model and tunes the fusion weights at the depth `evaluate` and serving apply them."""
 
     def __init__(self, cfg: Config, accelerator):
+        accelerator.print(f"train | dev checks on split {cfg.data.dev_split!r}: loading the corpus and BM25's "
+                          f"top-{cfg.eval.depth} candidates")
         corpus = load_corpus(cfg.data)
         self.split = cfg.data.dev_split
         self.queries, self.qrels = load_split(cfg.data, self.split, corpus)
@@ -109,6 +111,9 @@ def biencoder_run(cfg: Config, accelerator, dev: DevSet):
     from accelerate.utils import gather_object
 
     cache = mined_dir(cfg) / "biencoder" if accelerator.is_main_process else None
+    accelerator.print(f"train | bi-encoder {cfg.eval.biencoder}: scoring split {dev.split!r}'s BM25 top-{cfg.eval.depth} "
+                      f"({len(dev.run)} queries) once before training; passage embeddings cached in "
+                      f"{mined_dir(cfg) / 'biencoder'}")
     scorer = BiEncoderScorer(cfg.eval.biencoder, cache, progress=accelerator.is_main_process)
     with accelerator.split_between_processes(sorted(dev.run)) as qids:
         part = scorer.score_run({q: dev.run[q] for q in qids}, dev.queries, dev.corpus, cfg.eval.depth,
