@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top", type=int, default=10, help="passages to print per query")
     c = command("demo", "mine -> train -> export -> evaluate on the bundled legal demo set", config_required=False)
     c.add_argument("--overwrite", action="store_true", help="replace checkpoints/<run>/ from an earlier demo")
+    c = sub.add_parser("plot", help="training curves (loss, learning rate, dev nDCG@10) of one or more runs",
+                       description="loss, learning rate and dev nDCG@10 over steps from each run's metrics.jsonl, the "
+                                   "best checkpoint starred; several runs share one figure")
+    c.add_argument("runs", nargs="*", metavar="RUN", help="run folders, e.g. checkpoints/demo checkpoints/other")
+    c.add_argument("--output", default=None,
+                   help="PNG file (default: <run>/training.png for one run, ./training_comparison.png for several)")
     for c in sub.choices.values():
         c.add_argument("--verbose", action="store_true",
                        help="show libraries' debug log lines (also: CROSSTUNE_LOG=debug)")
@@ -122,6 +128,11 @@ def dispatch(args) -> None:
 
     if args.command == "demo":
         return run_demo(args)
+    if args.command == "plot":
+        from .dashboard import plot_runs
+
+        print(f"plot | {', '.join(args.runs)} -> {plot_runs(args.runs, args.output)}")
+        return
     if args.command == "rerank":
         split_rerank_args(args)
     cfg = load_config(args.config, args.overrides)
@@ -162,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crosstune {args.command}: error: unknown option {flags[0]}; see crosstune {args.command} --help",
               file=sys.stderr)
         return 2
-    args.overrides = [*args.overrides, *extra]
+    if args.command == "plot":  # no config: the free words are run folders
+        args.runs, extra = [*args.runs, *extra], []
+    else:
+        args.overrides = [*args.overrides, *extra]
     setup_logging(args.verbose)
     try:
         dispatch(args)

@@ -19,6 +19,8 @@ from .metrics import compare, format_table, write_trec
 from .outputs import atomic_dir, refuse_existing
 from .pipeline import RankingPipeline
 from .rerank import with_tail
+from .analysis import depth_analysis
+from .report import add_analysis, render, write_plots
 
 
 def mine_command(cfg: Config, overwrite: bool = False) -> dict:
@@ -115,15 +117,17 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
                   selection=selection, precision=pipe.scorer.precision,
                   seconds={"bm25": round(t_bm25, 2), "rerank": round(t_rerank, 2)})
     table = format_table(report)
+    # 4. what a reader needs beside the table: intervals, wins and losses, quality over depth (eval.depth_curve)
+    add_analysis(report, cfg.eval.examples)
+    if cfg.eval.depth_curve:
+        report["depth_curve"] = depth_analysis(pipe, queries, qrels, bm25, ranking, cfg.eval.depth_curve,
+                                               report["seconds"])
     with atomic_dir(out) as tmp:
         (tmp / "config.yaml").write_text(to_yaml(cfg))
+        files = write_plots(tmp, report)
+        (tmp / "report.md").write_text(render(report, cfg.run.name, selection, fusion, files, queries, qrels,
+                                              pipe.corpus, bm25, ranking.final))
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
-        (tmp / "report.md").write_text(
-            f"# {cfg.run.name}: split `{split}`, BM25 top-{cfg.eval.depth} reranked\n\n"
-            + (f"> **{selection['note']}**\n\n" if selection["in_sample"] else f"Selection: {selection['note']}.\n\n")
-            + f"Model: `{model_path}`; {report['queries']} queries; BM25 fusion weight {fusion.weight}"
-            + (f", bi-encoder `{fusion.biencoder}` weight {fusion.biencoder_weight}" if fusion.biencoder_weight else "")
-            + f" (from {fusion.source}); p from a paired t-test over queries against BM25.\n\n{table}\n")
         write_trec(bm25, tmp / "bm25.trec", "bm25")
         write_trec(ranking.final, tmp / "reranked.trec", "crosstune")
     print(f"evaluate | {report['queries']} {split} queries, BM25 top-{cfg.eval.depth} reranked by {model_path}; "

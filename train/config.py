@@ -77,6 +77,10 @@ class EvalConfig:
     biencoder: str = ""
     biencoder_weight: Optional[float] = None  # None: tuned on dev with fusion_weight; set both to fix them
     recall_at: list[int] = field(default_factory=lambda: [10, 100])
+    # `evaluate` plots quality and latency over these rerank depths, the cross-encoder alone (fusion weights fit one
+    # depth). Depths up to eval.depth reuse its scores; deeper ones cost (max - eval.depth) more pairs a query. []: off
+    depth_curve: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200])
+    examples: int = 3  # report.md: this many biggest wins, biggest losses and random queries, BM25 beside reranked
 
 
 @dataclass
@@ -128,6 +132,9 @@ RANGES = [
     ("data.holdout_queries", lambda v: v >= 1, "an integer >= 1 (training queries held out to choose on), e.g. 100"),
     ("eval.batch_size", lambda v: v >= 1, "an integer >= 1 (pairs per forward pass)"),
     ("eval.recall_at", lambda v: len(v) > 0 and all(k >= 1 for k in v), "a list of cutoffs >= 1, e.g. [10, 100]"),
+    ("eval.depth_curve", lambda v: all(k >= 1 for k in v), "a list of rerank depths >= 1, e.g. [10, 20, 50, 100, 200], "
+                                                          "or [] for no depth curve"),
+    ("eval.examples", lambda v: v >= 0, "an integer >= 0 (queries shown per section of report.md)"),
     ("bm25.k1", lambda v: v >= 0, "a value >= 0, e.g. 1.5"),
     ("bm25.b", lambda v: 0 <= v <= 1, "a value in [0, 1], e.g. 0.75"),
 ]

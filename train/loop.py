@@ -289,6 +289,10 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     summary = {"steps": step, "best_dev_ndcg@10": round(best, 4) if best >= 0 else None,
                "train_seconds": round(time.time() - t0, 1), "pairs_seen": pairs_seen}
     accelerator.print(f"train | {summary} -> {out}")
+    if is_main:
+        from .dashboard import plot_runs
+
+        accelerator.print(f"train | loss, learning rate and dev nDCG@10 over steps: {plot_runs([str(out)])}")
     return summary
 
 
