@@ -6,13 +6,13 @@ function here that calls a model, scores the pairs the depth curve needs beyond 
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 
 from crosstune.data.types import Qrels, Queries, Run, ranked
 
 from .metrics import aggregate, per_query
-from .pipeline import Fusion
 
 RESAMPLES = 2000
 SEED = 0
@@ -106,7 +106,7 @@ def depth_analysis(pipe, queries: Queries, qrels: Qrels, first_stage: Run, ranki
                    seconds: dict) -> dict:
     """The depth curve of one evaluation: BM25 deeper when a depth asks for more candidates than were retrieved,
     the missing logits scored once, the points, and what the extra scoring cost."""
-    import time
+    from .pipeline import Fusion  # here: `crosstune plot` reaches this module and needs no model code
 
     max_depth = max(depths)
     retrieved = max((len(d) for d in first_stage.values()), default=0)
