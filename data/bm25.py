@@ -77,9 +77,14 @@ class BM25Index:
     def build(cls, corpus: Corpus, cfg: BM25Config, use_title: bool = True, progress: bool = True) -> "BM25Index":
         if not corpus:
             raise DataError("cannot index an empty corpus")
+        from tqdm.auto import tqdm
+
         analyze = make_analyzer(cfg)
         doc_ids = list(corpus)
-        tokens = [analyze(doc_text(corpus[d], use_title)) for d in doc_ids]
+        # tokenizing is most of an index build (tens of seconds for a large collection): bm25s's bars come after it
+        tokens = [analyze(doc_text(corpus[d], use_title))
+                  for d in tqdm(doc_ids, desc="BM25: tokenizing passages", unit="passage", disable=not progress,
+                                leave=False)]
         if cfg.backend == "bm25s":
             import bm25s
 

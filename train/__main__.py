@@ -5,5 +5,5 @@ from .cli import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    sys.exit(main(argv if argv[:1] and argv[0] in {"mine", "train", "export", "evaluate", "rerank", "serve", "demo"}
+    sys.exit(main(argv if argv[:1] and argv[0] in {"mine", "train", "export", "evaluate", "rerank", "serve", "demo", "plot"}
                   else ["train", *argv]))

@@ -64,11 +64,25 @@ class BiEncoderScorer:
         keys = [text_key(t) for t in texts]
         todo = sorted({k: t for k, t in zip(keys, texts) if k not in self.cache.vectors}.items())
         if todo:
-            vectors = self.model.encode([t for _, t in todo], batch_size=self.batch_size, normalize_embeddings=True,
-                                        show_progress_bar=self.progress, convert_to_numpy=True)
-            self.cache.vectors.update(zip([k for k, _ in todo], vectors.astype(np.float32)))
+            self.cache.vectors.update(zip([k for k, _ in todo], self.encode([t for _, t in todo])))
             self.cache.save()
         return np.stack([self.cache.vectors[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        """Unit embeddings, in chunks of a few batches under one bar that says what it embeds (minutes on a CPU for
+        a large dev set; sentence-transformers' own bar would only say "Batches")."""
+        from tqdm.auto import tqdm
+
+        chunk = self.batch_size * 8
+        out: list[np.ndarray] = []
+        with tqdm(total=len(texts), desc="bi-encoder: embedding passages", unit="passage",
+                  disable=not self.progress) as bar:
+            for start in range(0, len(texts), chunk):
+                part = self.model.encode(texts[start:start + chunk], batch_size=self.batch_size,
+                                         normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
+                out.extend(part.astype(np.float32))
+                bar.update(len(part))
+        return out
 
     def score_run(self, run: Run, queries: Queries, corpus: Corpus, depth: int, use_title: bool = True) -> Run:
         """Cosine of query and passage embeddings for each query's top-`depth`."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
@@ -60,7 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. serve.max_texts=200 eval.batch_size=64")
     c = command("demo", "mine -> train -> export -> evaluate on the bundled legal demo set", config_required=False)
     c.add_argument("--overwrite", action="store_true", help="replace checkpoints/<run>/ from an earlier demo")
+    c = sub.add_parser("plot", help="training curves (loss, learning rate, dev nDCG@10) of one or more runs",
+                       description="loss, learning rate and dev nDCG@10 over steps from each run's metrics.jsonl, the "
+                                   "best checkpoint starred; several runs share one figure")
+    c.add_argument("runs", nargs="*", metavar="RUN", help="run folders, e.g. checkpoints/demo checkpoints/other")
+    c.add_argument("--output", default=None,
+                   help="PNG file (default: <run>/training.png for one run, ./training_comparison.png for several)")
+    for c in sub.choices.values():
+        c.add_argument("--verbose", action="store_true",
+                       help="show libraries' debug log lines (also: CROSSTUNE_LOG=debug)")
     return p
+
+
+def setup_logging(verbose: bool) -> None:
+    """Warnings and errors reach the terminal; libraries' debug and info lines only when asked for. The level is set
+    on the handler: bm25s sets its own logger to DEBUG when it is imported, after anything we could set on it, and a
+    record that passes its logger's level is printed by every handler without a level of its own."""
+    levels = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
+    level = logging.DEBUG if verbose else levels.get(os.environ.get("CROSSTUNE_LOG", "").strip().upper(), logging.WARNING)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in root.handlers:
+        handler.setLevel(level)
 
 
 def split_rerank_args(args) -> None:
@@ -118,6 +141,11 @@ def dispatch(args) -> None:
 
     if args.command == "demo":
         return run_demo(args)
+    if args.command == "plot":
+        from .dashboard import plot_runs
+
+        print(f"plot | {', '.join(args.runs)} -> {plot_runs(args.runs, args.output)}")
+        return
     if args.command == "rerank":
         split_rerank_args(args)
     cfg = load_config(args.config, args.overrides)
@@ -155,8 +183,6 @@ def dispatch(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
     import transformers
 
     transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
@@ -168,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crosstune {args.command}: error: unknown option {flags[0]}; see crosstune {args.command} --help",
               file=sys.stderr)
         return 2
-    args.overrides = [*args.overrides, *extra]
+    if args.command == "plot":  # no config: the free words are run folders
+        args.runs, extra = [*args.runs, *extra], []
+    else:
+        args.overrides = [*args.overrides, *extra]
+    setup_logging(args.verbose)
     try:
         dispatch(args)
     except (DataError, FileNotFoundError) as e:

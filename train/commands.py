@@ -21,7 +21,9 @@ from .export import check_format, export_model
 from .model import check_model_source
 from .metrics import write_trec
 from .outputs import atomic_dir, refuse_existing
-from .pipeline import RankingPipeline
+from .pipeline import RankingPipeline, Ranking
+from .analysis import depth_analysis
+from .report import add_analysis, plain_report, render, write_plots
 
 
 def mine_command(cfg: Config, overwrite: bool = False) -> dict:
@@ -138,15 +140,22 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
                   selection=selection, precision=pipe.scorer.precision,
                   seconds={"bm25": round(t_bm25, 2), "rerank": round(t_rerank, 2)})
     table = level_tables(report, cfg)
+    # 4. what a reader needs beside the table: intervals, wins and losses, quality over depth (eval.depth_curve)
+    add_analysis(report, cfg.eval.examples)
+    passages = levels.get("passage") if report["level"] == "passage" else None
+    if cfg.eval.depth_curve and passages:
+        report["depth_curve"] = depth_analysis(pipe, queries, passages.qrels, bm25,
+                                               Ranking(passages.runs["reranked"], reranked), cfg.eval.depth_curve,
+                                               report["seconds"])
     with atomic_dir(out) as tmp:
         (tmp / "config.yaml").write_text(to_yaml(cfg))
-        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+        files = write_plots(tmp, report)
+        # the examples show passages; a document-level report keeps its tables and plots
         (tmp / "report.md").write_text(
-            f"# {cfg.run.name}: split `{split}`, BM25 top-{cfg.eval.depth} reranked\n\n"
-            + (f"> **{selection['note']}**\n\n" if selection["in_sample"] else f"Selection: {selection['note']}.\n\n")
-            + f"Model: `{model_path}`; {report['queries']} queries; BM25 fusion weight {fusion.weight}"
-            + (f", bi-encoder `{fusion.biencoder}` weight {fusion.biencoder_weight}" if fusion.biencoder_weight else "")
-            + f" (from {fusion.source}); p from a paired t-test over queries against BM25.\n\n{table}\n")
+            render(report, cfg.run.name, selection, fusion, files, queries, passages.qrels, pipe.corpus,
+                   passages.runs["BM25"], passages.runs["reranked"], table) if passages
+            else plain_report(report, cfg.run.name, selection, fusion, files, table))
+        (tmp / "report.json").write_text(json.dumps(report, indent=1))
         for level, suffix in (("passage", ""), ("document", "_documents")):
             if level in levels:
                 write_trec(levels[level].runs["BM25"], tmp / f"bm25{suffix}.trec", "bm25")
@@ -202,7 +211,8 @@ def read_query_file(path: str) -> Queries:
 def rerank_command(cfg: Config, queries: Queries, model: str | None = None, top_n: int = 10) -> dict:
     # 1. the pipeline: model (checked before the slow steps), fusion, corpus and index
     model_path = str(model or newest_model(cfg))
-    pipe = RankingPipeline.load(model_path, cfg, search=True, key="--model" if model else "model")
+    pipe = RankingPipeline.load(model_path, cfg, search=True, key="--model" if model else "model",
+                                progress=len(queries) > 1)  # a file of queries takes a while: show the scoring
     print(f"rerank | BM25 top-{cfg.eval.depth} reranked by {model_path}; fusion from {pipe.fusion.source}")
     # 2. BM25 top-k, then rerank and print
     bm25 = pipe.index.search(queries, cfg.eval.depth)

@@ -105,6 +105,10 @@ class ServeConfig:
     batch_max_pairs: int = 512
     batch_wait_ms: float = 5.0
     max_pending: int = 256  # requests queued or running; one more gets 429 instead of waiting past timeout_s
+    # `evaluate` plots quality and latency over these rerank depths, the cross-encoder alone (fusion weights fit one
+    # depth). Depths up to eval.depth reuse its scores; deeper ones cost (max - eval.depth) more pairs a query. []: off
+    depth_curve: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200])
+    examples: int = 3  # report.md: this many biggest wins, biggest losses and random queries, BM25 beside reranked
 
 
 @dataclass
@@ -166,6 +170,9 @@ RANGES = [
     ("model.max_query_tokens", lambda v: v >= 0, "an integer >= 0 (0: no query budget), e.g. 64"),
     ("eval.aggregate_k", lambda v: v >= 1, "an integer >= 1 (passages mean-top-k averages), e.g. 3"),
     ("eval.first_stage_depth", lambda v: v >= 1, "an integer >= 1 (BM25 passages retrieved to rank documents)"),
+    ("eval.depth_curve", lambda v: all(k >= 1 for k in v), "a list of rerank depths >= 1, e.g. [10, 20, 50, 100, 200], "
+                                                          "or [] for no depth curve"),
+    ("eval.examples", lambda v: v >= 0, "an integer >= 0 (queries shown per section of report.md)"),
     ("bm25.k1", lambda v: v >= 0, "a value >= 0, e.g. 1.5"),
     ("bm25.b", lambda v: 0 <= v <= 1, "a value in [0, 1], e.g. 0.75"),
     ("serve.port", lambda v: 1 <= v <= 65535, "a TCP port in [1, 65535], e.g. 8000"),

@@ -81,6 +81,8 @@ class DevSet:
     checks rank documents by eval.aggregate, as `evaluate` does."""
 
     def __init__(self, cfg: Config, accelerator):
+        accelerator.print(f"train | dev checks on split {cfg.data.dev_split!r}: loading the corpus and BM25's "
+                          f"top-{cfg.eval.depth} candidates")
         corpus = load_passages(cfg)
         self.split = cfg.data.dev_split
         self.queries, judged = load_judgments(cfg.data, self.split, corpus)
@@ -127,6 +129,9 @@ def biencoder_run(cfg: Config, accelerator, dev: DevSet):
     from accelerate.utils import gather_object
 
     cache = mined_dir(cfg) / "biencoder" if accelerator.is_main_process else None
+    accelerator.print(f"train | bi-encoder {cfg.eval.biencoder}: scoring split {dev.split!r}'s BM25 top-{cfg.eval.depth} "
+                      f"({len(dev.run)} queries) once before training; passage embeddings cached in "
+                      f"{mined_dir(cfg) / 'biencoder'}")
     scorer = BiEncoderScorer(cfg.eval.biencoder, cache, progress=accelerator.is_main_process)
     with accelerator.split_between_processes(sorted(dev.run)) as qids:
         part = scorer.score_run({q: dev.run[q] for q in qids}, dev.queries, dev.corpus, cfg.eval.depth,
@@ -303,6 +308,10 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     summary = {"steps": step, "best_dev_ndcg@10": round(best, 4) if best >= 0 else None,
                "train_seconds": round(time.time() - t0, 1), "pairs_seen": pairs_seen}
     accelerator.print(f"train | {summary} -> {out}")
+    if is_main:
+        from .dashboard import plot_runs
+
+        accelerator.print(f"train | loss, learning rate and dev nDCG@10 over steps: {plot_runs([str(out)])}")
     return summary
 
 

@@ -171,7 +171,8 @@ class RankingPipeline:
             from .biencoder import BiEncoderScorer
 
             check_biencoder(fusion.biencoder, model)
-            biencoder = BiEncoderScorer(fusion.biencoder, run_folder / "biencoder" if run_folder else None)
+            biencoder = BiEncoderScorer(fusion.biencoder, run_folder / "biencoder" if run_folder else None,
+                                        progress=progress)
         use_title = manifest.get("use_title", cfg.data.use_title)
         corpus = index = None
         if search:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 REPLACED = ".replaced"
 # what training writes, and what was derived from its model: an old export/ or eval_*/ left beside a new run
 # would be what `evaluate` and `rerank` pick up
-OUTPUTS = ("best", "metrics.jsonl", "tensorboard", "config.yaml", "export", "abandoned")
+OUTPUTS = ("best", "metrics.jsonl", "training.png", "tensorboard", "config.yaml", "export", "abandoned")
 MODELS = ("best", "export")
 
 
