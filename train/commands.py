@@ -9,6 +9,7 @@ from crosstune.data.bm25 import BM25Index
 from crosstune.data.loading import holdout_passages, load_corpus, load_split
 from crosstune.data.readers import iter_lines
 from crosstune.data.mining import mine
+from crosstune.data.pseudo import parse_kinds
 from crosstune.data.types import DataError, Queries, doc_text, ranked
 
 from .checkpoint import list_checkpoints, model_folder
@@ -19,15 +20,27 @@ from .metrics import compare, format_table, write_trec
 from .outputs import atomic_dir, refuse_existing
 from .pipeline import RankingPipeline
 from .rerank import with_tail
+from .sources import check_pseudo_file, describe, pseudo_queries, tag_rows
+from .teacher import teach, teacher_kind, teacher_line
 
 
 def mine_command(cfg: Config, overwrite: bool = False) -> dict:
-    # 1. refuse to clobber, then load the corpus and the train split
+    # 1. refuse to clobber (a named teacher is checked now, not after the index), then load the corpus and the train
+    #    split's judgments, or build pseudo-queries from the corpus
     out = mined_dir(cfg)
     refuse_existing(out, overwrite, "a mined dataset")
+    teacher = teacher_kind(cfg.mining.teacher, cfg.mining.teacher_kind, cfg.model.max_length) if cfg.mining.teacher else None
+    check_pseudo_file(cfg)
     corpus = load_corpus(cfg.data)
-    queries, qrels = load_split(cfg.data, cfg.data.train_split, corpus)
-    print(f"mine | {len(corpus)} passages, {len(queries)} {cfg.data.train_split} queries with judgments")
+    held = holdout_passages(cfg.data, corpus)
+    pseudo, exclude = pseudo_queries(cfg, corpus, held) if parse_kinds(cfg.mining.pseudo_queries, cfg.mining.pseudo_file) \
+        else (None, held)
+    if pseudo:
+        queries, qrels = pseudo.queries, pseudo.qrels
+        print(describe(pseudo.stats))
+    else:
+        queries, qrels = load_split(cfg.data, cfg.data.train_split, corpus)
+        print(f"mine | {len(corpus)} passages, {len(queries)} {cfg.data.train_split} queries with judgments")
     # 2. build the BM25 index
     t0 = time.time()
     index = BM25Index.build(corpus, cfg.bm25, cfg.data.use_title)
@@ -35,15 +48,24 @@ def mine_command(cfg: Config, overwrite: bool = False) -> dict:
     # 3. retrieve top-depth and mine negatives from the rank range
     t0 = time.time()
     run = index.search(queries, cfg.mining.depth, progress=True)
-    held = holdout_passages(cfg.data, corpus)
     if held:
         print(f"mine | data.dev_split=holdout: the held-out queries' {len(held)} passages (whole documents) are kept "
               "out of every training row")
-    rows, stats = mine(corpus, queries, qrels, run, cfg.mining, cfg.data.use_title, exclude=held)
+    rows, stats = mine(corpus, queries, qrels, run, cfg.mining, cfg.data.use_title, exclude=exclude,
+                       avoid=pseudo.avoid if pseudo else None, positive_docs=pseudo.positives if pseudo else None)
     stats.update(index_seconds=round(t_index, 2), retrieve_and_mine_seconds=round(time.time() - t0, 2))
+    if pseudo:
+        stats["pseudo_queries"] = tag_rows(pseudo, rows)
     if not rows:
         raise DataError(f"no training rows: {stats['queries_dropped']}; lower mining.num_negatives or "
                         "mining.negative_range[0], or raise mining.depth")
+    if teacher:  # 3b. the teacher scores every pair; negatives it ranks near the positive may go
+        rows, stats["teacher"] = teach(rows, cfg, teacher)
+        stats.update(rows=len(rows), queries_used=len({r["query_id"] for r in rows}))
+        print(teacher_line(stats["teacher"]))
+        if not rows:
+            raise DataError(f"mining.teacher_margin={cfg.mining.teacher_margin} left no row with the "
+                            f"{cfg.train.group_size - 1} negatives a group needs; lower the margin or mine more negatives")
     # 4. write dataset, index, stats and config; the folder appears only when complete
     from datasets import Dataset
 
