@@ -34,13 +34,20 @@ class GroupDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[str, list[str]]:
+    def __getitem__(self, i: int) -> tuple:
+        """(query, [positive, *negatives]), plus the teacher's scores in that order when the rows have them."""
         row = self.rows[int(i)]
         negs = row["negatives"]
         k = self.group_size - 1
-        if len(negs) > k:
-            negs = random.Random(f"{self.seed}:{self.epoch}:{i}").sample(negs, k)
-        return row["query"], [row["positive"], *negs]
+        # indices, not texts, are drawn so the teacher's scores follow; sampling range(n) picks the same positions
+        # sampling the texts did, so groups (and resumed runs) are unchanged
+        picked = random.Random(f"{self.seed}:{self.epoch}:{i}").sample(range(len(negs)), k) if len(negs) > k \
+            else range(len(negs))
+        group = [row["positive"], *(negs[j] for j in picked)]
+        if "teacher_scores" not in row:
+            return row["query"], group
+        t = row["teacher_scores"]
+        return row["query"], group, [t[0], *(t[1 + j] for j in picked)]
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -75,13 +82,16 @@ class GroupCollator:
         self.max_query_tokens = max_query_tokens
 
     def __call__(self, batch: Sequence[tuple[str, list[str]]]) -> dict:
-        queries = cut_queries(self.tokenizer, [q for q, docs in batch for _ in docs], self.max_query_tokens)
-        passages = [d for _, docs in batch for d in docs]
+        queries = cut_queries(self.tokenizer, [item[0] for item in batch for _ in item[1]], self.max_query_tokens)
+        passages = [d for item in batch for d in item[1]]
         group = len(batch[0][1])
         labels = torch.zeros(len(batch), group)
         labels[:, 0] = 1.0
+        # the teacher's scores ride along in group order, so a loss sees them beside the logits of the same pairs
+        extra = {"teacher": torch.tensor([item[2] for item in batch], dtype=torch.float32)} if len(batch[0]) > 2 else {}
         if self.chunk <= 0 or self.chunk >= len(queries):
-            return {"chunks": [tokenize_pairs(self.tokenizer, queries, passages, self.max_length)], "labels": labels}
+            return {"chunks": [tokenize_pairs(self.tokenizer, queries, passages, self.max_length)], "labels": labels,
+                    **extra}
         enc = self.tokenizer(queries, passages, truncation="longest_first", max_length=self.max_length)
         by_length = sorted(range(len(queries)), key=lambda i: len(enc["input_ids"][i]))
         chunks = []
@@ -90,7 +100,7 @@ class GroupCollator:
             chunks.append(dict(self.tokenizer.pad(rows, return_tensors="pt")))
         order = torch.empty(len(by_length), dtype=torch.long)
         order[torch.tensor(by_length)] = torch.arange(len(by_length))
-        return {"chunks": chunks, "order": order, "labels": labels}
+        return {"chunks": chunks, "order": order, "labels": labels, **extra}
 
 
 def group_logits(model, batch: dict, group: int) -> torch.Tensor:

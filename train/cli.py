@@ -28,6 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = command("mine", "BM25 candidates -> hard-negative dataset in checkpoints/<run>/mined/")
     c.add_argument("--overwrite", action="store_true", help="replace an existing mined dataset")
+    c.add_argument("--pseudo-queries", default=None, metavar="KINDS",
+                   help="queries from the corpus alone instead of the train split: all, or a comma list of headings, "
+                        "inverse-cloze, title-phrase (mining.pseudo_queries)")
+    c.add_argument("--pseudo-file", default=None, metavar="PATH",
+                   help="(query, passage id) pairs from your own query generator, JSON lines or TSV (mining.pseudo_file)")
+    c.add_argument("--teacher", default=None, metavar="MODEL",
+                   help="add this cross-encoder's (or bi-encoder's) scores to every mined row (mining.teacher)")
     c = command("train", "fine-tune the cross-encoder (also: accelerate launch -m crosstune.train --config ...)")
     c.add_argument("--resume", default=None, help="'latest' or a step_* checkpoint folder")
     c.add_argument("--overwrite", action="store_true",
@@ -136,6 +143,14 @@ def run_demo(args) -> None:
           f"report: {out / f'eval_{cfg.data.test_split}' / 'report.md'}")
 
 
+def flag_overrides(args) -> list[str]:
+    """`mine --pseudo-queries/--pseudo-file/--teacher` as overrides after the others (so they win and are checked with
+    the rest), quoted so a path reads as a string whatever it holds."""
+    flags = {"mining.pseudo_queries": getattr(args, "pseudo_queries", None),
+             "mining.pseudo_file": getattr(args, "pseudo_file", None), "mining.teacher": getattr(args, "teacher", None)}
+    return [f"{key}='{value.replace(chr(39), chr(39) * 2)}'" for key, value in flags.items() if value is not None]
+
+
 def dispatch(args) -> None:
     from .config import load_config
 
@@ -148,7 +163,7 @@ def dispatch(args) -> None:
         return
     if args.command == "rerank":
         split_rerank_args(args)
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *flag_overrides(args)])
     if args.command == "mine":
         from .commands import mine_command
 

@@ -32,12 +32,18 @@ class ModelConfig:
     # a long query (a case's facts) is cut to its first N tokens so it cannot crowd the passage out; 0: no budget
     # (query and passage are then trimmed longest-first). The export records it, so serving cuts alike
     max_query_tokens: int = 0
+    # a student: keep the first N transformer layers of the starting model (0: all); any smaller model works by name
+    layers: int = 0
+    freeze_embeddings: bool = False  # keep the starting model's embeddings as they are
+    freeze_layers: int = 0  # keep its lowest N transformer layers as they are (the optimizer gets the rest)
 
 
 @dataclass
 class TrainConfig:
     dataset: str = ""  # a mined dataset folder; "" means <run>/mined/dataset from `crosstune mine`
-    loss: str = "listwise"  # listwise (softmax CE over 1 positive + k negatives) | bce (pointwise)
+    # listwise (softmax CE over 1 positive + k negatives) | bce (pointwise) | margin-mse | kl (from a teacher's
+    # scores: `crosstune mine --teacher MODEL`)
+    loss: str = "listwise"
     group_size: int = 8  # passages per query in a group: 1 positive + group_size-1 negatives
     batch_size: int = 4  # groups per micro-batch per process
     grad_accum: int = 1
@@ -64,6 +70,13 @@ class TrainConfig:
     # this skips most padding work; 0 runs the whole micro-batch at once (better on a GPU)
     forward_chunk: int = 0
     dropout: Optional[float] = None  # None keeps the base model's; 0 makes runs bit-reproducible
+    # margin-mse / kl: distill_weight * distillation + (1 - distill_weight) * listwise on the labels (1: teacher alone)
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0  # kl: softmax temperature of student and teacher
+    teacher_scale: float = 1.0  # multiplies the teacher's scores: ~20 puts a bi-encoder's cosines on a logit's scale
+    # a dev check before the first step, logged as step 0: None does it when the starting model has a trained head
+    # (a reranker being continued), so the report shows what adaptation added
+    dev_at_start: Optional[bool] = None
 
 
 @dataclass
@@ -88,6 +101,10 @@ class EvalConfig:
     # BM25 passages retrieved per query to rank documents; with document judgments eval.depth is then the passage
     # budget: the passages of BM25's top documents are reranked until it is spent
     first_stage_depth: int = 1000
+    # `evaluate` plots quality and latency over these rerank depths, the cross-encoder alone (fusion weights fit one
+    # depth). Depths up to eval.depth reuse its scores; deeper ones cost (max - eval.depth) more pairs a query. []: off
+    depth_curve: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200])
+    examples: int = 3  # report.md: this many biggest wins, biggest losses and random queries, BM25 beside reranked
 
 
 @dataclass
@@ -105,10 +122,6 @@ class ServeConfig:
     batch_max_pairs: int = 512
     batch_wait_ms: float = 5.0
     max_pending: int = 256  # requests queued or running; one more gets 429 instead of waiting past timeout_s
-    # `evaluate` plots quality and latency over these rerank depths, the cross-encoder alone (fusion weights fit one
-    # depth). Depths up to eval.depth reuse its scores; deeper ones cost (max - eval.depth) more pairs a query. []: off
-    depth_curve: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200])
-    examples: int = 3  # report.md: this many biggest wins, biggest losses and random queries, BM25 beside reranked
 
 
 @dataclass
@@ -124,7 +137,7 @@ class Config:
 
 
 CHOICES = {
-    "train.loss": ("listwise", "bce"),
+    "train.loss": ("listwise", "bce", "margin-mse", "kl"),
     "train.schedule": ("linear", "cosine", "constant"),
     "train.precision": ("auto", "no", "fp16", "bf16"),
     "bm25.backend": ("bm25s", "rank_bm25"),
@@ -183,6 +196,11 @@ RANGES = [
     ("serve.batch_max_pairs", lambda v: v >= 1, "an integer >= 1 (pairs per batched forward pass), e.g. 512"),
     ("serve.batch_wait_ms", lambda v: 0 <= v <= 1000, "milliseconds in [0, 1000] (how long a batch waits to fill), e.g. 5"),
     ("serve.max_pending", lambda v: v >= 1, "an integer >= 1 (requests queued or running before 429), e.g. 256"),
+    ("model.layers", lambda v: v >= 0, "an integer >= 0 (the first N transformer layers; 0: all)"),
+    ("model.freeze_layers", lambda v: v >= 0, "an integer >= 0 (lower layers kept as they are; 0: none)"),
+    ("train.distill_weight", lambda v: 0 <= v <= 1, "a weight in [0, 1] (1: the teacher alone)"),
+    ("train.distill_temperature", lambda v: v > 0, "a temperature > 0, e.g. 1.0"),
+    ("train.teacher_scale", lambda v: v > 0, "a factor > 0 (e.g. 20 for a bi-encoder teacher's cosines)"),
 ]
 
 
@@ -281,6 +299,17 @@ def validate(cfg: Config) -> None:
         raise DataError(f"train.patience={cfg.train.patience}; give the dev checks to wait for a new best, or 0")
     if cfg.train.max_steps <= 0 and cfg.train.epochs <= 0:
         raise DataError("set train.max_steps > 0 or train.epochs > 0")
+    validate_distill(cfg)
+
+
+def validate_distill(cfg: Config) -> None:
+    """Distillation and student keys that only make sense together."""
+    if cfg.train.distill_weight < 1 and cfg.train.loss not in ("margin-mse", "kl"):
+        raise DataError(f"train.distill_weight={cfg.train.distill_weight} mixes a teacher into the loss, but "
+                        f"train.loss={cfg.train.loss}; set train.loss to margin-mse or kl (or the weight to 1)")
+    if cfg.model.layers and cfg.model.freeze_layers > cfg.model.layers:
+        raise DataError(f"model.freeze_layers={cfg.model.freeze_layers} but model.layers={cfg.model.layers}; "
+                        "freeze at most the layers the model keeps")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -34,6 +34,7 @@ from .pipeline import Fusion, RankingPipeline
 from .rerank import score_spread, with_tail
 from .rundir import discard_replaced, preflight, set_aside, trained_outputs
 from .scoring import CrossEncoderScorer, auto_precision
+from .student import describe as describe_student, dev_at_start, freeze
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,8 @@ def make_optimizer(model, cfg: Config):
     # no weight decay on biases and LayerNorm weights, as in BERT's own recipe
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 else decay).append(p)
+        if p.requires_grad:  # frozen parameters (model.freeze_*) get no update and no optimizer state
+            (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.train.lr)
 
@@ -212,7 +214,8 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     dev = DevSet(cfg, accelerator) if cfg.data.dev_split else None
 
     # 3. model, optimizer, schedule
-    model = load_model(cfg.model.name, cfg.train.dropout)
+    model = load_model(cfg.model.name, cfg.train.dropout, cfg.model.layers)
+    params = freeze(model, cfg.model)
     optimizer = make_optimizer(model, cfg)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps = total_steps(cfg, len(loader))
@@ -222,7 +225,8 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
                               optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * steps) * n_proc,
                               num_training_steps=steps * n_proc)
     scheduler = accelerator.prepare(scheduler)
-    loss_fn = make_loss(cfg.train.loss, cfg.train.group_size, cfg.train.pos_weight)
+    loss_fn = make_loss(cfg.train.loss, cfg.train.group_size, cfg.train.pos_weight, cfg.train.distill_weight,
+                        cfg.train.distill_temperature, cfg.train.teacher_scale)
     chance = chance_loss(cfg.train.loss, cfg.train.group_size, cfg.train.pos_weight)
 
     # 4. resume: model, optimizer, schedule and RNG from the checkpoint; the data order from (seed, epoch)
@@ -249,8 +253,12 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
         f"crosstune train | {len(dataset)} groups of {group} ({len(dataset) * group} pairs) | effective batch "
         f"{eff} groups ({eff * group} pairs) | {steps} optimizer steps (~{steps * eff / len(dataset):.2f} epochs) | "
         f"precision {accelerator.mixed_precision}{' (auto)' if cfg.train.precision == 'auto' else ''} | "
-        f"{n_proc} process(es) on {accelerator.device}"
+        f"{n_proc} process(es) on {accelerator.device} | {describe_student(*params, cfg.model)}"
         + (f" | resuming at step {step}" if step else ""))
+    if resume_path is None and dev is not None and dev_at_start(cfg.train.dev_at_start, cfg.model.name):
+        # the starting model's own scores, logged as step 0: what training then adds is read against them
+        accelerator.print("dev check before training (step 0: the starting model)")
+        best = dev_check(accelerator, model, tokenizer, cfg, dev, 0, best, out)
 
     # 5. the loop
     model.train()
@@ -266,7 +274,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
             batch_in_epoch += 1
             with accelerator.accumulate(model):
                 logits = group_logits(model, batch, group)
-                loss = loss_fn(logits, batch["labels"])
+                loss = loss_fn(logits, batch["labels"], batch.get("teacher"))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)

@@ -191,7 +191,10 @@ def check_model_source(name: str, key: str = "model.name", max_length: int | Non
     return str(folder)
 
 
-def load_model(name: str, dropout: float | None = None):
+def load_model(name: str, dropout: float | None = None, layers: int = 0):
+    """A 1-logit sequence classifier: a trained head (a reranker to continue from) is loaded as it is, a bare encoder
+    gets a fresh one. `layers` > 0 keeps only the first N transformer layers (a student), loaded from the first N of
+    the checkpoint; it saves as a normal folder with num_hidden_layers=N."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -200,6 +203,8 @@ def load_model(name: str, dropout: float | None = None):
     kwargs = {"dtype": torch.float32}
     if dropout is not None:
         kwargs.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    if layers:
+        kwargs["num_hidden_layers"] = layers  # the config attribute every BERT-like maps to its own layer count
     return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
 
 

@@ -19,6 +19,8 @@ from crosstune.data.types import DataError
 from .checkpoint import list_checkpoints
 from .config import Config
 from .model import check_model_source
+from .student import check_student
+from .teacher import check_teacher_scores
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ def preflight(cfg: Config, dataset: Path) -> None:
     """Every input of a training run that can be checked cheaply, before its run folder is touched."""
     check_model_source(cfg.model.name, "model.name", cfg.model.max_length, allow_onnx=False)
     check_mined(dataset, cfg.train.group_size)
+    check_student(cfg.model)
+    check_teacher_scores(dataset, cfg.train.loss)
     if cfg.data.dev_split:
         check_files(cfg.data, [cfg.data.dev_split])
 
