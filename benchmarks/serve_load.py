@@ -265,9 +265,9 @@ def start_infinity(model: str, tmp: Path, notes: list[str]) -> list[Server]:
 
 def exported_fusion(model: str) -> str:
     """'' when the export ranks by its cross-encoder alone, else its fusion in words."""
-    from crosstune.train.scoring import read_serving_config
+    from crosstune.train.manifest import read_manifest
 
-    f = read_serving_config(model).get("fusion") or {}
+    f = read_manifest(model).get("fusion") or {}
     if not (f.get("weight") or f.get("biencoder_weight")):
         return ""
     return f"{f.get('weight') or 0} * BM25 + {f.get('biencoder_weight') or 0} * bi-encoder + the rest * cross-encoder"
