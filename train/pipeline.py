@@ -157,15 +157,19 @@ class RankingPipeline:
         precision, fusion overrides), bm25.* and, with search=True, the corpus (data.*) and its saved BM25 index.
         Without one, the export's manifest says how it ranks: its max length and the depth its weights were tuned at."""
         from .config import mined_dir
-        from .model import check_model_source
+        from .scoring import load_scorer  # torch for an hf export, onnxruntime for onnx / onnx-int8 (its manifest says)
 
         # with a config, the run's folder holds the saved BM25 index and the bi-encoder's embedding cache
         run_folder = mined_dir(cfg) if cfg is not None else None
         manifest = read_manifest(model) if Path(model).is_dir() else {}
         cfg = cfg or config_from_manifest(manifest)
-        check_model_source(model, key, cfg.model.max_length)  # a bad path or a changed file stops here, unloaded
         fusion = resolve_fusion(manifest, model, cfg.eval.depth, cfg.eval.fusion_weight, cfg.eval.biencoder_weight,
                                 cfg.eval.biencoder)
+        # the model before the corpus: a bad path or a file changed since export stops here, before the slow steps
+        # (load_scorer checks the folder and the manifest's hashes once); the query budget is the one it trained with
+        budget = manifest.get("max_query_tokens", cfg.model.max_query_tokens)
+        scorer = load_scorer(model, max_length=cfg.model.max_length, key=key, progress=progress,
+                             batch_size=cfg.eval.batch_size, precision=cfg.eval.precision, max_query_tokens=budget)
         biencoder = None
         if fusion.biencoder_weight:
             from .biencoder import BiEncoderScorer
@@ -182,12 +186,6 @@ class RankingPipeline:
 
             corpus = load_passages(cfg)
             index = load_or_build(corpus, cfg.bm25, run_folder / "index" if run_folder else None, cfg.data.use_title)
-        from .scoring import load_scorer  # torch for an hf export, onnxruntime for onnx / onnx-int8 (its manifest says)
-
-        # the query budget the model was trained with (a config's wins when the export predates it)
-        budget = manifest.get("max_query_tokens", cfg.model.max_query_tokens)
-        scorer = load_scorer(model, max_length=cfg.model.max_length, key=key, progress=progress,
-                             batch_size=cfg.eval.batch_size, precision=cfg.eval.precision, max_query_tokens=budget)
         return cls(scorer, depth=cfg.eval.depth, use_title=use_title, fusion=fusion, biencoder=biencoder,
                    corpus=corpus, index=index, bm25=cfg.bm25, model=model, manifest=manifest)
 
