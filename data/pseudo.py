@@ -5,7 +5,7 @@ Kinds, each a (query, positive) pair cut from one passage:
                  follows it, without it: else the pair is a string match); a defined term ('"Purpose" means ...') gives
                  "what does Purpose mean" for the passage that defines it
 - inverse-cloze: a sentence cut out of a passage is the query, the passage without it the positive (Lee et al. 2019)
-- title-phrase:  the document's title plus the passage's most distinctive word pair is the query for the passage
+- title-phrase:  the document's title plus the passage's rarest recurring word pair (else word) is the query for it
 - file:          (query, passage id) pairs a query generator wrote (doc2query), read from mining.pseudo_file
 
 Queries from headings and sentences get the document's title in front ("<title>: <heading>"): a bare "Termination"
@@ -58,9 +58,10 @@ ABBREV = re.compile(r"(?:\b(?:Inc|Ltd|Co|Corp|No|Nos|Sec|Art|Mr|Mrs|Ms|Dr|St|vs|
 # a sentence ends at . ! ? before a capital or a number, or at a line break (a heading on its own line)
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"”’)]*\s+(?=[\"“(\[]?[A-Z0-9])|[ \t]*\n\s*")
 MINOR = {"a", "an", "and", "as", "at", "by", "for", "from", "in", "of", "on", "or", "the", "to", "with", "under", "upon"}
-NUMBER = r"(?:(?:Section|SECTION|Article|ARTICLE|Clause|CLAUSE)\s+)?(?:\d+(?:\.\d+)*\.?|[IVX]+\.)"
-# "2. Exclusions. The obligations..." / "Section 5.3 No Solicitation. (a) The Company..."
-INLINE_HEADING = re.compile(rf"(?:^|(?<=[\s.;:]))({NUMBER}\s+([A-Z][A-Za-z’'&,;/ -]{{1,80}}?)\.)"
+# a section number ("5", "5.3.", "Section 5.3", "IV."); four digits are a year ("the 2024 Omnibus Plan. ..."), not one
+NUMBER = r"(?:(?:Section|SECTION|Article|ARTICLE|Clause|CLAUSE)\s+)?(?:\d{1,3}(?:\.\d+)*\.?(?!\d)|[IVX]+\.)"
+# "2. Exclusions. The obligations..." / "Section 5.3 No Solicitation. (a) The Company..." / "Section 36 — Pay slips."
+INLINE_HEADING = re.compile(rf"(?:^|(?<=[\s.;:]))({NUMBER}\s+([—–-]\s+)?([A-Z][A-Za-z’'&,;/ -]{{1,80}}?)\.)"
                             r"(?=\s+(?:[\"“(]?[A-Z]|\([a-z0-9]{1,4}\))|\s*$)")
 # '"Confidential Information" means' / 'The term “Affiliate” shall mean' / '"Term" has the meaning'
 DEFINED = re.compile(r"[\"“]([A-Z][^\"”\n]{1,60}?)[\"”]\s*(?:\)\s*)?(?:shall\s+)?(?:means?\b|has the meaning|refers to)")
@@ -121,8 +122,9 @@ def heading_queries(pid: str, doc: Doc, title_prefix: bool, min_words: int = 8) 
     text = doc.text
     found: list[tuple[int, int, str]] = []  # (start, end, heading) spans to cut out
     for m in INLINE_HEADING.finditer(text):
-        heading = m.group(2).strip(" ,;")
-        if 1 <= len(heading.split()) <= 10 and title_like(heading.split()):
+        heading = m.group(3).strip(" ,;")
+        # Title Case marks a heading; after "Section 36 —" the dash does, and sentence case ("Pay slips") is common
+        if 1 <= len(heading.split()) <= 10 and (title_like(heading.split()) or m.group(2)):
             found.append((m.start(1), m.end(1), heading))
     offset = 0
     for line in text.splitlines(keepends=True):
@@ -174,29 +176,45 @@ def cloze_query(pid: str, doc: Doc, seed: int, title_prefix: bool) -> tuple[Pseu
                        Doc(doc.title, cut(doc.text, s, e)), sentence, "inverse-cloze"), ""
 
 
+def content_pairs(text: str, stop: frozenset[str]) -> tuple[list, list[tuple[int, int]]]:
+    """Word matches of `text`, and the (i, i+1) index pairs of adjacent content words (3+ letters, not stop words,
+    one space apart): the candidates of a key phrase."""
+    words = list(WORD.finditer(text))
+    content = [len(m.group()) >= 3 and m.group().lower() not in stop for m in words]
+    pairs = [(i, i + 1) for i in range(len(words) - 1)
+             if content[i] and content[i + 1] and text[words[i].end():words[i + 1].start()] == " "]
+    return words, pairs
+
+
 def document_frequency(corpus: Corpus, stop: frozenset[str]) -> Counter:
+    """Passages holding each content word, and each adjacent pair of them ("bank transfer")."""
     df = Counter()
     for doc in corpus.values():
-        df.update({w.lower() for w in WORD.findall(doc.text)} - stop)
+        words, pairs = content_pairs(doc.text, stop)
+        df.update({m.group().lower() for m in words if len(m.group()) >= 3 and m.group().lower() not in stop}
+                  | {f"{words[i].group()} {words[j].group()}".lower() for i, j in pairs})
     return df
 
 
 def key_phrase(text: str, title: str, df: Counter, n_docs: int, stop: frozenset[str]) -> str:
-    """The adjacent pair of content words (else the single word) with the highest summed IDF. Words of the title are
-    skipped (the query has them already) and so are words found in no other passage (typos, OCR debris)."""
+    """The passage's rarest pair of adjacent words that is a term (other passages use it too, and its rarer word
+    appears mostly in it: "weighted average", not two words that happen to meet), else its rarest word. Words of the title are
+    skipped (the query has them already); so is anything found in no other passage (typos, OCR debris)."""
     skip = {w.lower() for w in WORD.findall(title)} | stop
-    idf = lambda w: math.log(n_docs / df[w.lower()])  # noqa: E731
-    words = list(WORD.finditer(text))
-    ok = [len(m.group()) >= 3 and m.group().lower() not in skip and df[m.group().lower()] >= 2 for m in words]
+    words, pairs = content_pairs(text, skip)
     best, best_score = "", 0.0
-    for i, m in enumerate(words):
-        if not ok[i]:
+    candidates = [f"{words[i].group()} {words[j].group()}" for i, j in pairs] + [m.group() for m in words]
+    for phrase in candidates:
+        key = phrase.lower()
+        if (" " not in key and (len(key) < 3 or key in skip)) or df[key] < 2:
             continue
-        pair = i + 1 < len(words) and ok[i + 1] and text[m.end():words[i + 1].start()] == " "
-        score = idf(m.group()) + (idf(words[i + 1].group()) + 100 if pair else 0.0)  # any pair beats any single word
+        # a term's rarer word mostly comes with the other ("CVR Agreement"); words that met twice by chance
+        # ("East provided") do not
+        if " " in key and df[key] < 0.5 * min(df[w] for w in key.split()):
+            continue
+        score = math.log(n_docs / df[key]) + (100.0 if " " in key else 0.0)  # any recurring pair beats a word
         if score > best_score:
-            best_score = score
-            best = f"{m.group()} {words[i + 1].group()}" if pair else m.group()
+            best, best_score = phrase, score
     return best
 
 

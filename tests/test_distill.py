@@ -100,6 +100,11 @@ def test_headings_and_defined_terms_come_out_of_a_known_document():
         ("Notices", "All notices must be in writing and delivered by hand."),
         ("Assignment", "Neither party may assign this agreement without the written consent of the other.")]
     assert dropped == {"heading_section_too_short": 1}
+    # "Section 36 —" marks a sentence-case heading; a year is no section number
+    dash = Doc("T", "Section 36 — Pay slips. An employer must give each employee a pay slip within one working day.")
+    assert [q.query for q in heading_queries("d", dash, False)[0]] == ["Pay slips"]
+    year = Doc("T", "Options granted under the 2024 Omnibus Incentive Plan. Twenty-five percent vest on each anniversary.")
+    assert heading_queries("y", year, False)[0] == []
 
 
 def test_inverse_cloze_cuts_one_sentence_out_seeded():
@@ -120,7 +125,7 @@ def test_inverse_cloze_cuts_one_sentence_out_seeded():
     assert len(picks) > 1 and cloze_query("x", long, 3, True) == cloze_query("x", long, 3, True)
 
 
-def test_title_phrase_is_the_rarest_word_pair_outside_the_title():
+def test_title_phrase_is_the_rarest_recurring_word_pair_outside_the_title():
     from crosstune.data.bm25 import stopword_set
     from crosstune.data.pseudo import FUNCTION_WORDS, document_frequency
 
@@ -131,9 +136,15 @@ def test_title_phrase_is_the_rarest_word_pair_outside_the_title():
     # nda#0: "information" and "party" are each in 2 passages, the rest in 1; the first of the two tied words wins,
     # as it is written there
     assert key_phrase(c["nda#0"].text, NDA, df, len(c), stop) == "Information"
-    # a pair of adjacent words both found elsewhere beats any single word; title words are never part of it
-    assert key_phrase("The landlord information rules apply.", "T", df, len(c), stop) == "landlord information"
+    # a pair of adjacent words that other passages use too is a term: it beats any single word; a pair seen once
+    # ("landlord information") is two words that happen to meet; title words are never part of it
+    assert key_phrase("The landlord information rules apply.", "T", df, len(c), stop) == "landlord"
     assert key_phrase("Lease landlord.", LEASE, df, len(c), stop) == "landlord"
+    small = {"a": Doc("T", "The bank transfer is due."), "b": Doc("T", "A bank transfer or cheque."),
+             "c": Doc("T", "Cheque clearing takes days.")}
+    df_small = document_frequency(small, stop)
+    assert df_small["bank transfer"] == 2 and key_phrase("Pay by cheque or bank transfer.", "T", df_small, 3, stop) \
+        == "bank transfer"
     made, dropped = generate(c, ["title-phrase"])
     assert [q.query for q in made if q.passage_id == "lease#1"] == [f"{LEASE}: landlord"]
     assert all(q.positive == c[q.passage_id] for q in made)  # the passage as it is
