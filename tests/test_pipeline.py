@@ -156,3 +156,13 @@ def test_an_export_loaded_without_a_config_ranks_as_its_manifest_says(fused):
     assert pipe.fusion.weight == 0.2 and pipe.fusion.biencoder_weight == 0.3
     hits = pipe.rerank("who may terminate the lease?", TEXTS, top_n=2)
     assert len(hits) == 2 and hits[0].score >= hits[1].score
+
+
+def test_a_memory_only_embedding_cache_starts_over_when_full(tiny_model, monkeypatch):
+    from crosstune.train.biencoder import BiEncoderScorer, EmbeddingCache
+
+    monkeypatch.setattr(EmbeddingCache, "MEMORY_LIMIT", 3)
+    bi = BiEncoderScorer(tiny_model)  # no cache folder: a server's case
+    first = bi.embed_passages(TEXTS[:2])
+    both = bi.embed_passages(TEXTS[2:])  # 2 + 2 > 3: the cache starts over, and still returns every vector
+    assert first.shape == both.shape == (2, first.shape[1]) and len(bi.cache.vectors) == 2

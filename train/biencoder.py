@@ -37,8 +37,6 @@ class EmbeddingCache:
                 self.vectors = dict(zip(keys, matrix))
 
     def save(self) -> None:
-        if self.folder is None and len(self.vectors) > self.MEMORY_LIMIT:
-            self.vectors.clear()
         if self.folder is None or not self.vectors:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -64,6 +62,8 @@ class BiEncoderScorer:
         keys = [text_key(t) for t in texts]
         todo = sorted({k: t for k, t in zip(keys, texts) if k not in self.cache.vectors}.items())
         if todo:
+            if self.cache.folder is None and len(self.cache.vectors) + len(todo) > self.cache.MEMORY_LIMIT:
+                self.cache.vectors.clear()  # in memory only (a server): start over rather than grow without bound
             self.cache.vectors.update(zip([k for k, _ in todo], self.encode([t for _, t in todo])))
             self.cache.save()
         return np.stack([self.cache.vectors[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
