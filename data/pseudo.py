@@ -220,24 +220,12 @@ def key_phrase(text: str, title: str, df: Counter, n_docs: int, stop: frozenset[
 
 def read_pseudo_file(path: str, corpus: Corpus) -> tuple[list[PseudoQuery], Counter]:
     """JSON lines {"query", "passage_id"} or `query<TAB>passage_id` lines; the positive is the passage as it is."""
-    import json
-
-    from .readers import iter_lines
+    from .readers import pair_lines
 
     out, dropped, seen = [], Counter(), set()
-    for n, line in iter_lines(Path(path), "pseudo-query file", "check mining.pseudo_file"):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                obj = json.loads(line)
-                query, pid = str(obj["query"]), str(obj["passage_id"])
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(f"{path}:{n}: expected a JSON object with query and passage_id ({e})") from None
-        elif "\t" in line:
-            query, pid = line.rsplit("\t", 1)
-        else:
+    for n, query, pid in pair_lines(Path(path), "pseudo-query file", "check mining.pseudo_file",
+                                    ("query", "passage_id"), last_tab=True):
+        if pid is None:
             raise DataError(f"{path}:{n}: expected query<TAB>passage_id or a JSON object with query and passage_id")
         query = squash(query)
         if not query:

@@ -40,6 +40,27 @@ def iter_lines(path: Path, what: str = "file", hint: str = "check data.path") ->
         raise DataError(f"{path}: truncated or corrupt gzip file {where} ({e}); download or compress it again") from None
 
 
+def pair_lines(path: Path, what: str, hint: str, keys: tuple[str, str],
+               last_tab: bool = False) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, first, second) of each non-blank line that is a JSON object with `keys`, or two TAB-separated
+    fields (split at the first TAB, or at the last with last_tab); second is None on a line with neither."""
+    for n, line in iter_lines(path, what, hint):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+                pair = str(obj[keys[0]]), str(obj[keys[1]])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DataError(f"{path}:{n}: expected a JSON object with {keys[0]} and {keys[1]} ({e})") from None
+            yield n, *pair
+        elif "\t" in line:
+            yield n, *(line.rsplit("\t", 1) if last_tab else line.split("\t", 1))
+        else:
+            yield n, line, None
+
+
 def first_existing(folder: Path, names: list[str]) -> Path:
     for name in names:
         if (folder / name).exists():

@@ -9,7 +9,7 @@ from crosstune.data.bm25 import BM25Index
 from crosstune.data.chunking import chunking_stats
 from crosstune.data.judgments import Judgments, holdout_exclusions, load_judgments, mining_qrels
 from crosstune.data.loading import chunking_of
-from crosstune.data.readers import iter_lines
+from crosstune.data.readers import pair_lines
 from crosstune.data.mining import mine
 from crosstune.data.pseudo import parse_kinds
 from crosstune.data.types import DataError, Queries, doc_text, ranked
@@ -207,20 +207,9 @@ def selection_note(serving: dict, split: str, cfg: Config) -> dict:
 def read_query_file(path: str) -> Queries:
     """JSON lines with _id/text, `id<TAB>text` lines, or one query per line."""
     queries = {}
-    for n, line in iter_lines(Path(path), "queries file", "check --queries"):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                obj = json.loads(line)
-                qid, text = str(obj["_id"]), str(obj["text"])
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(f"{path}:{n}: expected a JSON object with _id and text ({e})") from None
-        elif "\t" in line:
-            qid, text = line.split("\t", 1)
-        else:
-            qid, text = f"q{n}", line
+    for n, qid, text in pair_lines(Path(path), "queries file", "check --queries", ("_id", "text")):
+        if text is None:  # a bare line is the query itself
+            qid, text = f"q{n}", qid
         if qid in queries:
             raise DataError(f"{path}:{n}: query id {qid!r} appears a second time; ids must be unique")
         queries[qid] = text
