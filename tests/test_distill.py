@@ -257,6 +257,22 @@ def test_teacher_scores_land_in_the_rows_aligned_with_the_passages(tiny_model, t
     assert stats["teacher"]["pairs_scored"] == sum(len(r["teacher_scores"]) for r in rows)
 
 
+def test_a_teacher_trained_without_titles_is_named_when_the_rows_carry_them(tiny_model, tiny_reranker, tmp_path,
+                                                                           capsys):
+    import shutil
+
+    from crosstune.train.manifest import write_manifest
+
+    untitled = tmp_path / "untitled-teacher"
+    shutil.copytree(tiny_reranker, untitled)
+    write_manifest(untitled, {"format": "hf", "use_title": False, "max_length": 64})
+    mine_demo(tmp_path, tiny_model, "mismatch", "--teacher", str(untitled))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("warning: mining.teacher"))
+    assert "without titles" in line and "data.use_title is true" in line and "data.use_title: false" in line
+    mine_demo(tmp_path, tiny_model, "matched", "--teacher", str(untitled), "data.use_title=false")
+    assert "warning: mining.teacher" not in capsys.readouterr().out
+
+
 def test_margin_drops_the_negatives_the_teacher_puts_near_the_positive(tiny_model, tiny_reranker, tmp_path):
     rows, _ = mine_demo(tmp_path, tiny_model, "all", "--teacher", tiny_reranker, "train.group_size=2")
     # the random-headed teacher often ranks a negative first: a margin of minus the median gap drops some, not all
@@ -462,7 +478,24 @@ def test_distillation_trains_end_to_end(tiny_model, tiny_reranker, tmp_path):
     run = tmp_path / "runs" / "kd"
     argv = ["train", "--config", str(TINY), f"model.name={tiny_model}", f"run.root={tmp_path / 'runs'}", "run.name=kd",
             f"data.path={DEMO}", "train.loss=kl", "train.distill_weight=0.5", "train.distill_temperature=2",
-            "model.layers=1", "train.max_steps=2", "data.dev_split="]
+            "model.layers=1", "model.max_length=48", "train.max_steps=2", "data.dev_split="]
     assert main(argv) == 0
     losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(losses) == 2 and all(math.isfinite(x) and x > 0 for x in losses)
+
+
+def test_export_describes_the_model_as_trained_not_as_the_export_command_says(tiny_model, tiny_reranker, tmp_path,
+                                                                              capsys):
+    """`crosstune export` given only the run's name: the manifest and card still say 48 tokens, 1 layer, the KL loss
+    and the teacher, read from the run's config.yaml and mined/config.yaml."""
+    test_distillation_trains_end_to_end(tiny_model, tiny_reranker, tmp_path)
+    capsys.readouterr()
+    assert main(["export", "--config", str(TINY), f"model.name={tiny_model}", f"run.root={tmp_path / 'runs'}",
+                 "run.name=kd", f"data.path={DEMO}"]) == 0
+    out = capsys.readouterr().out
+    assert "as the run trained" in out and "model.max_length=48" in out and "model.layers=1" in out
+    export = tmp_path / "runs" / "kd" / "export"
+    assert json.loads((export / "crosstune.json").read_text())["max_length"] == 48
+    card = (export / "README.md").read_text()
+    assert "first 1 transformer layers" in card and "`kl`" in card and tiny_reranker in card
+    assert "mixed 0.5 : 0.50 with the listwise loss" in card

@@ -410,3 +410,20 @@ def test_mine_train_evaluate_whole_documents_from_the_cli(tiny_model, tmp_path, 
     for line in (tmp_path / "runs" / "tiny" / "eval_test" / "reranked_documents.trec").read_text().splitlines():
         assert line.split()[2].startswith("doc")
     assert np.isfinite(result["metrics"]["nDCG@10"]["reranked"])
+    # every aggregation from the same scores; the configured one equals the headline figures
+    each = result["by_aggregate"]
+    assert list(each) == ["maxp", "firstp", "sump", "mean-top-k k=3"]
+    for system in ("BM25", "reranked"):
+        assert each["maxp"][system] == pytest.approx(result["metrics"]["nDCG@10"][system], abs=1e-4)
+    assert "under each `eval.aggregate`" in (tmp_path / "runs" / "tiny" / "eval_test" / "report.md").read_text()
+    # span judgments (the clause's characters): passages first, the documents beside them, each aggregation too
+    rows = []
+    for i in range(10, 12):
+        text = (data / "corpus" / f"doc{i:02d}.txt").read_text()
+        start = text.index("The party may")
+        rows.append(f"q{i}\tdoc{i:02d}\t{start}\t{start + 30}\t1\n")
+    write(data / "qrels" / "test.spans.tsv", "query-id\tcorpus-id\tstart\tend\tscore\n" + "".join(rows))
+    assert main(["evaluate", *args, "--output", str(tmp_path / "spans")]) == 0
+    spans = json.loads((tmp_path / "spans" / "report.json").read_text())
+    assert spans["level"] == "passage" and spans["documents"]["metrics"]["nDCG@10"]["reranked"] == pytest.approx(
+        spans["documents"]["by_aggregate"]["maxp"]["reranked"], abs=1e-4)

@@ -15,7 +15,7 @@ from crosstune.data.pseudo import parse_kinds
 from crosstune.data.types import DataError, Queries, doc_text, ranked
 
 from .checkpoint import list_checkpoints, model_folder
-from .config import Config, mined_dir, run_dir, to_yaml
+from .config import Config, dotted, mined_dir, run_dir, to_yaml, trained_config
 from .documents import (candidate_pairs, first_stage_depth, level_report, level_tables, load_passages,
                         model_tokenizer, rank_levels, row_pairs, truncation_report)
 from .export import check_format, export_model
@@ -122,6 +122,12 @@ def export_command(cfg: Config, source: str | None = None, overwrite: bool = Fal
     src = model_folder(Path(source)) if source else newest_model(cfg, include_export=False)
     src = Path(check_model_source(str(src), "--checkpoint" if source else "model", allow_onnx=False))
     dev = json.loads((src / "dev_metrics.json").read_text()) if (src / "dev_metrics.json").exists() else None
+    # the manifest and the card describe the model as trained: the run's own config, not this command's
+    if not source:
+        cfg, differ = trained_config(cfg)
+        if differ:
+            shown = ", ".join(f"{k}={dotted(cfg, k)}" for k in differ[:6]) + (", ..." if len(differ) > 6 else "")
+            print(f"export | as the run trained ({run_dir(cfg) / 'config.yaml'}; this command's config differs): {shown}")
     # 2. write the folder atomically
     with atomic_dir(out) as tmp:
         export_model(src, tmp, cfg, dev, fmt)

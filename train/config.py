@@ -1,7 +1,7 @@
 """Experiment configs: one dataclass per YAML section, merged by OmegaConf with dotted overrides."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -323,3 +323,32 @@ def run_dir(cfg: Config) -> Path:
 def mined_dir(cfg: Config) -> Path:
     """The mined dataset, the saved BM25 index and the bi-encoder's embedding cache."""
     return run_dir(cfg) / "mined"
+
+
+def dotted(cfg: Config, key: str):
+    """cfg's value at a dotted key such as "model.layers"."""
+    section, name = key.split(".", 1)
+    return getattr(getattr(cfg, section), name)
+
+
+# what shapes the model or its input: an export must describe these as the run trained them
+TRAINED_SECTIONS = ("data", "bm25", "mining", "model", "train")
+
+
+def trained_config(cfg: Config) -> tuple[Config, list[str]]:
+    """The config a run trained with: its config.yaml (written by `crosstune train`) with the mining section of
+    mined/config.yaml (the teacher and pseudo-queries are given to `crosstune mine`), and `eval.*` from `cfg`.
+    `crosstune export --config X run.name=R` may leave out overrides `train` was given (model.layers,
+    model.max_length...); the export must still say how the model reads its input. Returns (config, the dotted keys
+    where `cfg` differs). A run with no saved config gives `cfg` back."""
+    saved = run_dir(cfg) / "config.yaml"
+    if not saved.is_file():
+        return cfg, []
+    trained = load_config(saved)  # an unreadable one gets load_config's line naming it
+    mined = mined_dir(cfg) / "config.yaml"
+    if mined.is_file():
+        trained.mining = load_config(mined).mining
+    trained.eval = cfg.eval
+    mine, theirs = asdict(cfg), asdict(trained)
+    differ = [f"{s}.{k}" for s in TRAINED_SECTIONS for k in theirs[s] if mine[s].get(k) != theirs[s][k]]
+    return trained, differ

@@ -88,8 +88,36 @@ def rank_levels(cfg: Config, pipe, bm25: Run, queries: Queries, judged: Judgment
         if pipe.fusion.fused:
             runs["cross-encoder"] = document_ranking(ranking.cross_encoder, bm25, e.aggregate, e.aggregate_k, sep)
         out["document"] = LevelRuns(judged.documents, runs, {"aggregate": e.aggregate, "aggregate_k": e.aggregate_k,
-                                                             "bm25_passages": first_stage_depth(cfg, judged)})
+                                                             "bm25_passages": first_stage_depth(cfg, judged),
+                                                             "by_aggregate": by_aggregate(
+                                                                 judged.documents, bm25, head, ranking, pipe.fusion.fused,
+                                                                 e.aggregate_k, sep)})
     return out, ranking.cross_encoder
+
+
+def by_aggregate(qrels: dict, bm25: Run, head: Run, ranking, fused: bool, k: int, separator: str) -> dict:
+    """Document nDCG@10 under every eval.aggregate, from the same passage scores: what the setting changes, shown
+    beside the one configured (choose it on a split that reports nothing)."""
+    from .aggregate import AGGREGATES
+    from .metrics import aggregate, per_query
+
+    def ndcg(run: Run) -> float:
+        return round(aggregate(per_query(qrels, run, ["nDCG@10"]))["nDCG@10"], 4)
+
+    out = {}
+    for how in AGGREGATES:
+        label = f"{how} k={k}" if how == "mean-top-k" else how
+        out[label] = {"BM25": ndcg(aggregate_run(bm25, how, k, separator)),
+                      "reranked": ndcg(document_ranking(head, bm25, how, k, separator))}
+        if fused:
+            out[label]["cross-encoder"] = ndcg(document_ranking(ranking.cross_encoder, bm25, how, k, separator))
+    return out
+
+
+def aggregate_table(rows: dict) -> str:
+    systems = list(next(iter(rows.values())))
+    return "\n".join([f"| eval.aggregate | {' | '.join(systems)} |", "|---|" + "---|" * len(systems),
+                      *(f"| {how} | {' | '.join(f'{v[s]:.3f}' for s in systems)} |" for how, v in rows.items())])
 
 
 def level_report(levels: dict[str, LevelRuns], recall_at: list[int]) -> dict:
@@ -108,11 +136,15 @@ def level_report(levels: dict[str, LevelRuns], recall_at: list[int]) -> dict:
 def level_tables(report: dict, cfg: Config) -> str:
     """report.md's tables: passages, then documents (or documents alone)."""
     how = f"{cfg.eval.aggregate}" + (f" k={cfg.eval.aggregate_k}" if cfg.eval.aggregate == "mean-top-k" else "")
+    each = ("\n\nDocument nDCG@10 under each `eval.aggregate`, from the same passage scores (the configured one is "
+            "above; choose on a split that reports nothing):\n\n")
     if report.get("level") == "document":
         return (f"Documents ranked by their passages' scores ({how}); the passages of BM25's top documents reranked, "
-                f"{cfg.eval.depth} passages a query.\n\n{format_table(report)}")
+                f"{cfg.eval.depth} passages a query.\n\n{format_table(report)}"
+                + (each + aggregate_table(report["by_aggregate"]) if report.get("by_aggregate") else ""))
     table = format_table(report)
     if "documents" in report:
+        docs = report["documents"]
         table = (f"### Passages\n\n{table}\n\n### Documents ({how} over the passages' scores)\n\n"
-                 f"{format_table(report['documents'])}")
+                 f"{format_table(docs)}" + (each + aggregate_table(docs["by_aggregate"]) if docs.get("by_aggregate") else ""))
     return table

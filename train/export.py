@@ -214,6 +214,33 @@ def format_note(fmt: str, fields: dict) -> tuple[str, str]:
     return note, 'from sentence_transformers import CrossEncoder\nmodel = CrossEncoder("path/to/this/folder", backend="onnx")'
 
 
+def training_note(cfg: Config, base: str) -> str:
+    """What the model learned from and how: queries, negatives, loss, teacher, and what of the base it keeps."""
+    from .losses import DISTILL
+
+    kinds = cfg.mining.pseudo_queries
+    queries = (f"pseudo-queries made from the corpus itself ({kinds}"
+               + (f"; pairs from `{cfg.mining.pseudo_file}`" if cfg.mining.pseudo_file else "") + "), no judged query"
+               if kinds and kinds != "none" else f"the judged queries of split `{cfg.data.train_split}`")
+    lines = [f"- Queries: {queries}, over `{cfg.data.path}`.",
+             f"- Hard negatives: BM25 ({cfg.bm25.method}, k1={cfg.bm25.k1}, b={cfg.bm25.b}) ranks "
+             f"{list(cfg.mining.negative_range)} of the top {cfg.mining.depth}, {cfg.mining.num_negatives} per positive."]
+    loss = f"- Loss: `{cfg.train.loss}`, groups of 1 positive + {cfg.train.group_size - 1} negatives"
+    if cfg.train.loss in DISTILL:
+        loss += (f", distilled from the teacher `{cfg.mining.teacher or '?'}` (its scores added at mining)"
+                 + (f", mixed {cfg.train.distill_weight} : {1 - cfg.train.distill_weight:.2f} with the listwise loss on the labels"
+                    if cfg.train.distill_weight < 1 else ""))
+    lines.append(loss + ".")
+    if cfg.model.layers:
+        lines.append(f"- A student: the first {cfg.model.layers} transformer layers of `{base}`, the rest dropped "
+                     "(config.json's num_hidden_layers says so; it loads as any model of its architecture).")
+    frozen = (["embeddings"] if cfg.model.freeze_embeddings else []) + (
+        [f"layers 0-{cfg.model.freeze_layers - 1}"] if cfg.model.freeze_layers else [])
+    if frozen:
+        lines.append(f"- Kept as `{base}` had them: {', '.join(frozen)}.")
+    return "\n".join(lines)
+
+
 def model_card(cfg: Config, dev_metrics: dict | None, fmt: str = "hf", fields: dict | None = None) -> str:
     base = "sentence-transformers/all-MiniLM-L6-v2" if cfg.model.name == DEFAULT_BASE else cfg.model.name
     if dev_metrics:
@@ -265,10 +292,8 @@ total. `crosstune.json` records this for serving code.
 scores = model.predict([("query", "passage"), ...])
 ```
 
-## Data
-Corpus and judgments from `{cfg.data.path}` (split `{cfg.data.train_split}`); hard negatives mined with
-BM25 ({cfg.bm25.method}, k1={cfg.bm25.k1}, b={cfg.bm25.b}) from ranks {list(cfg.mining.negative_range)} of the
-top {cfg.mining.depth}, {cfg.mining.num_negatives} per positive.
+## Training
+{training_note(cfg, base)}
 
 ## Dev metrics
 {metrics}

