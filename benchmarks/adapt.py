@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import LEGAL, ROOT, machine, pct, write_section  # noqa: E402
+from benchmarks.common import LEGAL, ROOT, machine, pct, train_minutes, write_section  # noqa: E402
 
 CONFIG = ROOT / "configs" / "legal.yaml"
 LABELLED = ROOT / "checkpoints" / "quality" / "legal"  # benchmarks/quality.py's crosstune run: the teacher
@@ -88,33 +88,14 @@ def report(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def train_minutes(folder: Path) -> float | None:
-    """Wall minutes of the training loop, dev checks included (metrics.jsonl's last elapsed_s)."""
-    path = folder / "metrics.jsonl"
-    if not path.exists():
-        return None
-    elapsed = [r["elapsed_s"] for r in map(json.loads, path.read_text().splitlines()) if "elapsed_s" in r]
-    return elapsed[-1] / 60 if elapsed else None
-
-
 def biencoder_alone() -> dict[str, float]:
-    """The zero-shot bi-encoder's per-query dev nDCG@10, ranking BM25's top-100 by cosine (embeddings cached by the
-    labelled run's evaluate)."""
-    from crosstune.data.bm25 import load_or_build
-    from crosstune.data.loading import load_corpus, load_split
-    from crosstune.train.biencoder import BiEncoderScorer
-    from crosstune.train.config import load_config, mined_dir
-    from crosstune.train.metrics import per_query
-    from crosstune.train.rerank import with_tail
+    """The zero-shot bi-encoder's per-query dev nDCG@10, ranking BM25's top-100 by cosine alone (quality.py's row
+    at BM25 weight 0; the embeddings are cached by the labelled run)."""
+    from benchmarks.quality import biencoder_row
+    from crosstune.train.config import load_config
 
     cfg = load_config(CONFIG, [f"data.path={LEGAL}", f"run.root={LABELLED.parent}", "run.name=legal"])
-    corpus = load_corpus(cfg.data)
-    queries, qrels = load_split(cfg.data, cfg.data.test_split, corpus)
-    index = load_or_build(corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
-    bm25 = index.search(queries, cfg.eval.depth)
-    bi = BiEncoderScorer(cfg.eval.biencoder, mined_dir(cfg) / "biencoder").score_run(
-        bm25, queries, corpus, cfg.eval.depth, cfg.data.use_title)
-    return per_query(qrels, with_tail(bi, bm25), ["nDCG@10"])["nDCG@10"]
+    return biencoder_row(cfg, 0.0)["report"]["per_query"]["cross-encoder"]["nDCG@10"]
 
 
 def mean(values: dict[str, float]) -> float:

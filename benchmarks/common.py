@@ -76,3 +76,14 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS_MD.write_text(text)
+
+
+def train_minutes(run: Path) -> float | None:
+    """Wall minutes of a run's training loop, its dev checks included (metrics.jsonl's last elapsed_s)."""
+    import json
+
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return None
+    elapsed = [r["elapsed_s"] for r in map(json.loads, path.read_text().splitlines()) if "elapsed_s" in r]
+    return elapsed[-1] / 60 if elapsed else None

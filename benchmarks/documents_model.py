@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, machine, write_section  # noqa: E402
+from benchmarks.common import ROOT, machine, train_minutes, write_section  # noqa: E402
 
 CONFIG = ROOT / "configs" / "legal-documents.yaml"
 RUN = ROOT / "checkpoints" / "legal-documents"
@@ -69,14 +69,6 @@ def shipped_maxp() -> dict | None:
         values = per_query(qrels, aggregate_run(read_trec(path), "maxp"), ["nDCG@10", "MRR@10", "Recall@10"])
         out[name] = aggregate(values)
     return out
-
-
-def minutes_of(run: Path) -> float | None:
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return None
-    elapsed = [r["elapsed_s"] for r in map(json.loads, path.read_text().splitlines()) if "elapsed_s" in r]
-    return elapsed[-1] / 60 if elapsed else None
 
 
 def row(label: str, metrics: dict, system: str, keys=("nDCG@10", "MRR@10", "Recall@10", "Recall@100")) -> str:
@@ -126,7 +118,7 @@ def main() -> None:
     passage_model = json.loads((PASSAGE_EVAL / "report.json").read_text()) if (PASSAGE_EVAL / "report.json").exists() else None
     stats = json.loads((RUN / "mined" / "stats.json").read_text())
     cut = recipe.get("truncation", {})
-    wall = minutes_of(RUN)
+    wall = train_minutes(RUN)
     body = f"""## Whole documents with the cross-encoder (`python benchmarks/documents_model.py`)
 
 Ran on: {machine()}, {time.strftime('%Y-%m-%d')}. `configs/legal-documents.yaml` as a user runs it (`crosstune mine /
