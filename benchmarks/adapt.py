@@ -20,6 +20,7 @@ BM25 top-100, one query at a time, in rounds that alternate which goes first; me
 
     python benchmarks/adapt.py                       # every run; ~45 min each on 2 CPU cores (the student ~30)
     python benchmarks/adapt.py --runs kd-student     # some of them; the table keeps every run that has a report
+    python benchmarks/adapt.py --table-only          # only the tables, from the runs there are
 """
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ def make(name: str) -> None:
         if command == "train" and (LABELLED / "mined" / "biencoder").is_dir():
             shutil.copytree(LABELLED / "mined" / "biencoder", run_folder(name) / "mined" / "biencoder",
                             dirs_exist_ok=True)
+        if command == "train" and list(run_folder(name).glob("step_*")):
+            args = [*args, "--resume", "latest"]  # an interrupted run goes on from its last checkpoint
         print(f"adapt | {name}: crosstune {command} {' '.join(args)}", flush=True)
         subprocess.run([sys.executable, "-m", "crosstune.train", command, *args], check=True, cwd=ROOT)
 
@@ -88,30 +91,32 @@ def report(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def biencoder_alone() -> dict[str, float]:
-    """The zero-shot bi-encoder's per-query dev nDCG@10, ranking BM25's top-100 by cosine alone (quality.py's row
-    at BM25 weight 0; the embeddings are cached by the labelled run)."""
-    from benchmarks.quality import biencoder_row
+def biencoder_report() -> dict:
+    """The zero-shot bi-encoder on dev: alone (cosine over BM25's top-100) and fused with BM25 at the weight the
+    holdout chose (quality.py's row; the embeddings are cached by the labelled run)."""
+    from benchmarks.quality import bi_weight_on_holdout, biencoder_row
     from crosstune.train.config import load_config
 
     cfg = load_config(CONFIG, [f"data.path={LEGAL}", f"run.root={LABELLED.parent}", "run.name=legal"])
-    return biencoder_row(cfg, 0.0)["report"]["per_query"]["cross-encoder"]["nDCG@10"]
+    return biencoder_row(cfg, bi_weight_on_holdout(LABELLED.parent, cfg))["report"]
 
 
 def mean(values: dict[str, float]) -> float:
     return sum(values.values()) / len(values)
 
 
-def quality_table(labelled: dict, bi: dict[str, float]) -> str:
+def quality_table(labelled: dict, bi_report: dict) -> str:
     from crosstune.train.metrics import paired_p
 
     ref = labelled["per_query"]["cross-encoder"]["nDCG@10"]
     bm25 = labelled["per_query"]["BM25"]["nDCG@10"]
+    bi, bm = bi_report["per_query"]["cross-encoder"]["nDCG@10"], bi_report["metrics"]
     lines = ["| row | nDCG@10 alone | p vs labelled | nDCG@10 fused | MRR@10 fused | Recall@10 fused | "
              "training wall (holdout checks incl.) |",
              "|---|---|---|---|---|---|---|",
              f"| BM25 | {mean(bm25):.3f} | {paired_p(bm25, ref):.2g} | | | | |",
-             f"| bi-encoder zero-shot (cosine) | {mean(bi):.3f} | {paired_p(bi, ref):.2g} | | | | |"]
+             f"| bi-encoder zero-shot (cosine; fused: with BM25 alone) | {mean(bi):.3f} | {paired_p(bi, ref):.2g} | "
+             f"{bm['nDCG@10']['reranked']:.3f} | {bm['MRR@10']['reranked']:.3f} | {bm['Recall@10']['reranked']:.3f} | - |"]
     rows = [("labelled train split (the shipped recipe)", LABELLED, labelled)]
     rows += [(RUNS[n][0], run_folder(n), report(run_folder(n))) for n in RUNS if n != "kd-student"]
     for label, folder, rep in rows:
@@ -124,6 +129,15 @@ def quality_table(labelled: dict, bi: dict[str, float]) -> str:
         lines.append(f"| {label} | {m['nDCG@10']['cross-encoder']:.3f} | {p} | {m['nDCG@10']['reranked']:.3f} | "
                      f"{m['MRR@10']['reranked']:.3f} | {m['Recall@10']['reranked']:.3f} | "
                      f"{f'{wall:.0f} min' if wall else '-'} |")
+    pq = report(run_folder("pq"))
+    if pq:
+        pm = pq["metrics"]["nDCG@10"]
+        lines.append(
+            f"\n- Pseudo-queries alone: the cross-encoder alone {pm['cross-encoder']:.3f} against BM25's "
+            f"{mean(bm25):.3f} and the labelled model's {mean(ref):.3f}; fused {pm['reranked']:.3f} against "
+            f"{bm['nDCG@10']['reranked']:.3f} for BM25 + the bi-encoder with no cross-encoder at all "
+            f"({pm['reranked'] - bm['nDCG@10']['reranked']:+.3f}, p="
+            f"{paired_p(bi_report['per_query']['reranked']['nDCG@10'], pq['per_query']['reranked']['nDCG@10']):.2g}).")
     return "\n".join(lines)
 
 
@@ -177,7 +191,10 @@ def student_section(labelled: dict, speed: dict | None) -> str:
     kept, fused_kept = s_m["cross-encoder"] / t_m["cross-encoder"], s_m["reranked"] / t_m["reranked"]
     out = "\n".join(lines) + (
         f"\n\n- The student keeps **{kept:.1%}** of the teacher's dev nDCG@10 alone (p={p:.2g}, paired t-test) and "
-        f"{fused_kept:.1%} fused (target: >= 95%).")
+        f"{fused_kept:.1%} fused (target: >= 95%). Fused, it leans on the bi-encoder: weights BM25 "
+        f"{rep['fusion_weight']} / bi-encoder {rep['biencoder_weight']} chosen on the holdout, against the teacher's "
+        f"{labelled['fusion_weight']} / {labelled['biencoder_weight']}. The bi-encoder embeds each passage once "
+        "(cached), so over a fixed corpus it adds one query encoding a query.")
     if speed:
         ratio = speed["student"]["docs_s"] / speed["teacher"]["docs_s"]
         out += (f"\n- It reranks **{ratio:.2f}x** the teacher's docs/s (target: >= 2x); depth 100 takes "
@@ -188,7 +205,9 @@ def student_section(labelled: dict, speed: dict | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default=",".join(RUNS), help=f"comma list of {', '.join(RUNS)}")
-    ap.add_argument("--no-speed", action="store_true", help="leave out the teacher/student timing (~5 min)")
+    ap.add_argument("--table-only", action="store_true", help="run nothing: write the tables from the runs there are")
+    ap.add_argument("--no-speed", action="store_true",
+                    help="do not time teacher and student again (~5 min); the last timing is reported")
     ap.add_argument("--queries", type=int, default=20, help="dev queries timed (BM25 top-100 each)")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -199,13 +218,16 @@ def main() -> None:
     if labelled is None:
         sys.exit(f"{LABELLED}/eval_dev/report.json is missing: run `python benchmarks/quality.py` first (the labelled "
                  "model is the reference and the teacher)")
-    for name in a.runs.split(","):
+    for name in [] if a.table_only else a.runs.split(","):
         make(name)
     student = run_folder("kd-student") / "export"
-    speed = None
-    if not a.no_speed and (student / "config.json").exists():
+    timing = run_folder("kd-student") / "speed.json"  # kept: --no-speed reports the last timing, with its date
+    if not (a.no_speed or a.table_only) and (student / "config.json").exists():
         speed = time_pair(str(LABELLED / "export"), str(student), a.queries, a.rounds)
+        timing.write_text(json.dumps({**speed, "ran_on": machine(), "date": time.strftime("%Y-%m-%d"),
+                                      "queries": a.queries, "rounds": a.rounds}))
         print(json.dumps(speed))
+    speed = json.loads(timing.read_text()) if timing.exists() else None
     body = f"""## Few or no labels, distillation (`python benchmarks/adapt.py`)
 
 Ran on: {machine()}, {time.strftime('%Y-%m-%d')}. legalbench-rag, BM25 top-100 of the **293 dev queries**, which chose
@@ -217,14 +239,15 @@ this script's RUNS; p: paired t-test over the 293 queries against the labelled m
 
 ### 1. Without judged queries, and before them
 
-{quality_table(labelled, biencoder_alone())}
+{quality_table(labelled, biencoder_report())}
 
 ### 2. A 2-layer student distilled from the labelled model
 
 The teacher is the labelled export of row "labelled" above; the student is its first 2 of 6 layers (with its head),
 trained with margin-MSE on the teacher's logits over the judged train split's mined rows (1 positive + 4 BM25
-negatives each, all scored by the teacher at mining). Speed: {a.queries} dev queries x BM25 top-100, one query at a
-time, torch fp32, {a.rounds} alternating rounds, max length 256.
+negatives each, all scored by the teacher at mining). Speed: {speed['queries'] if speed else a.queries} dev queries x
+BM25 top-100, one query at a time, torch fp32, {speed['rounds'] if speed else a.rounds} alternating rounds, max length
+256{f", timed {speed['date']} on {speed['ran_on']}" if speed else ""}.
 
 {student_section(labelled, speed)}
 """
