@@ -9,14 +9,18 @@ checkpoints/adapt/<run>/; a step whose output is already there is not run again,
               (the base weights as the bi-encoder they were trained as, x20 to a logit's scale).
 - kd-student: the first 2 layers of the labelled export (checkpoints/quality/legal/export, `benchmarks/quality.py`),
               margin-MSE to that export's logits, 600 steps (a 2-layer step costs about a third of a 6-layer one).
+- kd-student-more: kd-student's export trained 900 more steps, margin-MSE mixed 0.5 : 0.5 with the labels' listwise
+              loss (mined as kd-student is: same teacher, same knobs).
+
+Each student, and the teacher, is also exported with `--format onnx-int8` and evaluated on dev (eval_dev_int8/).
 
 Every run chooses its checkpoint and fusion weights on the 60 held-out training queries (data.dev_split: holdout),
 so the 293 dev queries report out-of-sample. The pseudo-query run reads no judged query in training, but those 60
 held-out judgments still choose its checkpoint and weights. Reference rows: BM25, the zero-shot bi-encoder alone
 (cosine over BM25's top-100) and the labelled model (`benchmarks/quality.py`'s crosstune row).
 
-The speed rows time the teacher and the student side by side on the same machine in the same run: 20 dev queries'
-BM25 top-100, one query at a time, in rounds that alternate which goes first; medians over rounds.
+The speed rows time teacher and student, each in torch fp32 and onnx-int8, side by side on the same machine in the same
+run: 20 dev queries' BM25 top-100, one query at a time, in rounds that alternate the order; medians over rounds.
 
     python benchmarks/adapt.py                       # every run; ~45 min each on 2 CPU cores (the student ~30)
     python benchmarks/adapt.py --runs kd-student     # some of them; the table keeps every run that has a report
@@ -53,7 +57,15 @@ RUNS = {  # name: (what it is, mine's extra arguments, overrides for every step)
                    ["train.loss=margin-mse", f"model.name={LABELLED.relative_to(ROOT) / 'export'}", "model.layers=2",
                     "train.max_steps=600", "train.eval_every=200", "train.save_every=200", "train.lr=5e-5",
                     "train.dev_at_start=false", "mining.num_negatives=4"]),
+    "kd-student-more": ("kd-student, then 900 more steps with the labels mixed in (0.5 : 0.5)",
+                        ["--teacher", str(LABELLED.relative_to(ROOT) / "export")],
+                        ["train.loss=margin-mse", "model.name=checkpoints/adapt/kd-student/export",
+                         "train.distill_weight=0.5", "train.max_steps=900", "train.eval_every=300",
+                         "train.save_every=300", "train.lr=5e-5", "mining.num_negatives=4"]),
 }
+
+
+STUDENTS = ("kd-student", "kd-student-more")  # 2 layers each: reported against the teacher, with speed
 
 
 def run_folder(name: str) -> Path:
@@ -65,10 +77,30 @@ def steps(name: str) -> list[tuple[str, list[str], Path]]:
     _, mine_extra, extra = RUNS[name]
     out = run_folder(name)
     base = ["--config", str(CONFIG), f"data.path={LEGAL}", "run.root=checkpoints/adapt", f"run.name={name}", *extra]
-    return [("mine", base + mine_extra, out / "mined" / "dataset"),
+    made = [("mine", base + mine_extra, out / "mined" / "dataset"),
             ("train", base, out / "best"),
             ("export", base, out / "export" / "crosstune.json"),
             ("evaluate", base, out / "eval_dev" / "report.json")]
+    if name in STUDENTS:  # what a CPU would serve: the student in int8, evaluated on dev as the fp32 one is
+        made += int8_steps(base, out)
+    return made
+
+
+def int8_steps(base: list[str], out: Path) -> list[tuple[str, list[str], Path]]:
+    """`crosstune export --format onnx-int8` of a run, then `crosstune evaluate` of that folder into eval_dev_int8/."""
+    return [("export", base + ["--format", "onnx-int8"], out / "export-onnx-int8" / "crosstune.json"),
+            ("evaluate", base + ["--model", str(out / "export-onnx-int8"), "--output", str(out / "eval_dev_int8")],
+             out / "eval_dev_int8" / "report.json")]
+
+
+def teacher_int8() -> None:
+    """The labelled export in onnx-int8, evaluated on dev: the teacher's own fast format, for the speed rows."""
+    base = ["--config", str(CONFIG), f"data.path={LEGAL}", f"run.root={LABELLED.parent.relative_to(ROOT)}",
+            f"run.name={LABELLED.name}"]
+    for command, args, done in int8_steps(base, LABELLED):
+        if not done.exists():
+            print(f"adapt | teacher: crosstune {command} {' '.join(args)}", flush=True)
+            subprocess.run([sys.executable, "-m", "crosstune.train", command, *args], check=True, cwd=ROOT)
 
 
 def make(name: str) -> None:
@@ -118,7 +150,7 @@ def quality_table(labelled: dict, bi_report: dict) -> str:
              f"| bi-encoder zero-shot (cosine; fused: with BM25 alone) | {mean(bi):.3f} | {paired_p(bi, ref):.2g} | "
              f"{bm['nDCG@10']['reranked']:.3f} | {bm['MRR@10']['reranked']:.3f} | {bm['Recall@10']['reranked']:.3f} | - |"]
     rows = [("labelled train split (the shipped recipe)", LABELLED, labelled)]
-    rows += [(RUNS[n][0], run_folder(n), report(run_folder(n))) for n in RUNS if n != "kd-student"]
+    rows += [(RUNS[n][0], run_folder(n), report(run_folder(n))) for n in RUNS if n not in STUDENTS]
     for label, folder, rep in rows:
         if rep is None:
             lines.append(f"| {label} | not run yet: `python benchmarks/adapt.py --runs {folder.name}` | | | | | |")
@@ -141,13 +173,21 @@ def quality_table(labelled: dict, bi_report: dict) -> str:
     return "\n".join(lines)
 
 
-def time_pair(teacher: str, student: str, queries: int, rounds: int) -> dict[str, dict]:
-    """docs/s and per-query latency of each model on the same candidates, one query at a time, in alternating
-    rounds so that machine noise falls on both alike; docs/s is the median over rounds."""
+def speed_models() -> dict[str, Path]:
+    """The folders the speed rows time: teacher and student, each in torch fp32 and in onnx-int8. The student is the
+    last one trained (the same 2-layer architecture either way, so the same speed)."""
+    student = next(run_folder(n) for n in reversed(STUDENTS) if (run_folder(n) / "export" / "config.json").exists())
+    return {"teacher fp32": LABELLED / "export", "teacher onnx-int8": LABELLED / "export-onnx-int8",
+            f"{student.name} fp32": student / "export", f"{student.name} onnx-int8": student / "export-onnx-int8"}
+
+
+def time_models(models: dict[str, Path], queries: int, rounds: int) -> dict[str, dict]:
+    """docs/s and per-query latency of each model on the same candidates, one query at a time, in rounds that
+    alternate the order so that machine noise falls on all alike; docs/s is the median over rounds."""
     from crosstune.data.bm25 import BM25Config, BM25Index
     from crosstune.data.loading import DataConfig, load_corpus, load_split
     from crosstune.data.types import doc_text, ranked
-    from crosstune.train.scoring import CrossEncoderScorer
+    from crosstune.train.scoring import load_scorer
 
     cfg = DataConfig(path=str(LEGAL))
     corpus = load_corpus(cfg)
@@ -155,8 +195,9 @@ def time_pair(teacher: str, student: str, queries: int, rounds: int) -> dict[str
     sample = random.Random(1).sample(sorted(dev_qrels), queries)
     run = BM25Index.build(corpus, BM25Config(), progress=False).search({q: dev_q[q] for q in sample}, 100)
     pairs = [[(dev_q[q], doc_text(corpus[d])) for d in ranked(run[q])] for q in sample]
-    scorers = {name: CrossEncoderScorer.from_pretrained(path, 256, "cpu", precision="no")
-               for name, path in (("teacher", teacher), ("student", student))}
+    # torch in fp32 (not bf16, even where auto would pick it); an ONNX export's precision is its format's
+    scorers = {name: load_scorer(str(path), 256, precision="auto" if "onnx" in name else "no", device="cpu")
+               for name, path in models.items()}
     for s in scorers.values():
         s.score(pairs[0][:8])  # warm-up
     lat = {name: [] for name in scorers}
@@ -174,31 +215,62 @@ def time_pair(teacher: str, student: str, queries: int, rounds: int) -> dict[str
             for name in scorers}
 
 
+def int8_report(folder: Path) -> dict | None:
+    path = folder / "eval_dev_int8" / "report.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def student_section(labelled: dict, speed: dict | None) -> str:
     from crosstune.train.metrics import paired_p
 
-    rep = report(run_folder("kd-student"))
-    if rep is None:
-        return "Student: not run yet (`python benchmarks/adapt.py --runs kd-student`)."
-    t_m, s_m = labelled["metrics"]["nDCG@10"], rep["metrics"]["nDCG@10"]
-    p = paired_p(labelled["per_query"]["cross-encoder"]["nDCG@10"], rep["per_query"]["cross-encoder"]["nDCG@10"])
-    lines = ["| model | layers | dev nDCG@10 alone | fused | docs/s (median of rounds) | p50 s/query | p95 s/query |",
+    t_alone = labelled["per_query"]["cross-encoder"]["nDCG@10"]
+    t_m = labelled["metrics"]["nDCG@10"]
+    lines = ["| model | layers | dev nDCG@10 alone | kept of the teacher's, alone (p) | fused | kept, fused | "
+             "onnx-int8: alone / fused |",
              "|---|---|---|---|---|---|---|"]
-    for name, layers, m in (("teacher: labelled export", 6, t_m), ("student: kd-student", 2, s_m)):
-        sp = (speed or {}).get(name.split(":")[0])
-        timing = f"{sp['docs_s']:.0f} | {sp['p50']:.2f} | {sp['p95']:.2f}" if sp else "- | - | -"
-        lines.append(f"| {name} | {layers} | {m['cross-encoder']:.3f} | {m['reranked']:.3f} | {timing} |")
-    kept, fused_kept = s_m["cross-encoder"] / t_m["cross-encoder"], s_m["reranked"] / t_m["reranked"]
-    out = "\n".join(lines) + (
-        f"\n\n- The student keeps **{kept:.1%}** of the teacher's dev nDCG@10 alone (p={p:.2g}, paired t-test) and "
-        f"{fused_kept:.1%} fused (target: >= 95%). Fused, it leans on the bi-encoder: weights BM25 "
-        f"{rep['fusion_weight']} / bi-encoder {rep['biencoder_weight']} chosen on the holdout, against the teacher's "
-        f"{labelled['fusion_weight']} / {labelled['biencoder_weight']}. The bi-encoder embeds each passage once "
-        "(cached), so over a fixed corpus it adds one query encoding a query.")
+
+    def int8_cells(folder: Path) -> str:
+        rep = int8_report(folder)
+        return "-" if rep is None else (f"{rep['metrics']['nDCG@10']['cross-encoder']:.3f} / "
+                                        f"{rep['metrics']['nDCG@10']['reranked']:.3f}")
+
+    lines.append(f"| teacher: labelled export | 6 | {t_m['cross-encoder']:.3f} | - | {t_m['reranked']:.3f} | - | "
+                 f"{int8_cells(LABELLED)} |")
+    kept = {}
+    for name in STUDENTS:
+        rep = report(run_folder(name))
+        if rep is None:
+            lines.append(f"| {RUNS[name][0]} | 2 | not run yet: `python benchmarks/adapt.py --runs {name}` | | | | |")
+            continue
+        m = rep["metrics"]["nDCG@10"]
+        kept[name] = m["cross-encoder"] / t_m["cross-encoder"]
+        p = paired_p(t_alone, rep["per_query"]["cross-encoder"]["nDCG@10"])
+        lines.append(f"| {name}: {RUNS[name][0]} | 2 | {m['cross-encoder']:.3f} | {kept[name]:.1%} (p={p:.2g}) | "
+                     f"{m['reranked']:.3f} | {m['reranked'] / t_m['reranked']:.1%} | {int8_cells(run_folder(name))} |")
+    out = "\n".join(lines)
+    if kept:
+        last = list(kept)[-1]  # the later student, for the weights (no student is picked by its dev figure)
+        rep = report(run_folder(last))
+        met = [n for n in kept if kept[n] >= 0.95]
+        out += ("\n\n- Target: a student keeping >= 95% of its teacher's dev nDCG@10 alone. Kept: "
+                + ", ".join(f"{n} **{k:.1%}**" for n, k in kept.items())
+                + f": {'met by ' + ', '.join(met) if met else '**not met**'}. Fused, the students lean on the "
+                f"bi-encoder: {last}'s holdout chose weights BM25 {rep['fusion_weight']} / bi-encoder "
+                f"{rep['biencoder_weight']}, against the teacher's {labelled['fusion_weight']} / "
+                f"{labelled['biencoder_weight']}. The bi-encoder embeds each passage once (cached), so over a fixed "
+                "corpus it adds one query encoding a query.")
     if speed:
-        ratio = speed["student"]["docs_s"] / speed["teacher"]["docs_s"]
-        out += (f"\n- It reranks **{ratio:.2f}x** the teacher's docs/s (target: >= 2x); depth 100 takes "
-                f"{speed['student']['p95']:.2f} s at p95 a query, against {speed['teacher']['p95']:.2f} s.")
+        rows = ["| model, format | docs/s (median of rounds) | vs teacher fp32 | p50 s/query | p95 s/query |",
+                "|---|---|---|---|---|"]
+        base = speed["teacher fp32"]["docs_s"]
+        rows += [f"| {name} | {v['docs_s']:.0f} | {v['docs_s'] / base:.2f}x | {v['p50']:.2f} | {v['p95']:.2f} |"
+                 for name, v in speed.items() if isinstance(v, dict)]
+        student = [n for n in speed if isinstance(speed[n], dict) and not n.startswith("teacher")]
+        fp32, int8 = (speed[n] for n in student)
+        out += ("\n\n" + "\n".join(rows) + f"\n\n- The student reranks **{fp32['docs_s'] / base:.2f}x** the "
+                f"teacher's docs/s in fp32 (target: >= 2x: {'met' if fp32['docs_s'] >= 2 * base else '**not met**'}),"
+                f" {int8['docs_s'] / base:.2f}x in onnx-int8. Depth 100 takes {fp32['p95']:.2f} s at p95 a query in "
+                f"fp32 and {int8['p95']:.2f} s in onnx-int8, against the teacher's {speed['teacher fp32']['p95']:.2f} s.")
     return out
 
 
@@ -207,7 +279,7 @@ def main() -> None:
     ap.add_argument("--runs", default=",".join(RUNS), help=f"comma list of {', '.join(RUNS)}")
     ap.add_argument("--table-only", action="store_true", help="run nothing: write the tables from the runs there are")
     ap.add_argument("--no-speed", action="store_true",
-                    help="do not time teacher and student again (~5 min); the last timing is reported")
+                    help="do not time teacher and student again (~8 min); the last timing is reported")
     ap.add_argument("--queries", type=int, default=20, help="dev queries timed (BM25 top-100 each)")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -218,12 +290,14 @@ def main() -> None:
     if labelled is None:
         sys.exit(f"{LABELLED}/eval_dev/report.json is missing: run `python benchmarks/quality.py` first (the labelled "
                  "model is the reference and the teacher)")
-    for name in [] if a.table_only else a.runs.split(","):
+    runs = [] if a.table_only else a.runs.split(",")
+    for name in runs:
         make(name)
-    student = run_folder("kd-student") / "export"
-    timing = run_folder("kd-student") / "speed.json"  # kept: --no-speed reports the last timing, with its date
-    if not (a.no_speed or a.table_only) and (student / "config.json").exists():
-        speed = time_pair(str(LABELLED / "export"), str(student), a.queries, a.rounds)
+    if any(n in STUDENTS for n in runs):
+        teacher_int8()
+    timing = ROOT / "checkpoints" / "adapt" / "speed.json"  # kept: --no-speed reports the last timing, with its date
+    if not (a.no_speed or a.table_only) and any((run_folder(n) / "export-onnx-int8").is_dir() for n in STUDENTS):
+        speed = time_models(speed_models(), a.queries, a.rounds)
         timing.write_text(json.dumps({**speed, "ran_on": machine(), "date": time.strftime("%Y-%m-%d"),
                                       "queries": a.queries, "rounds": a.rounds}))
         print(json.dumps(speed))
@@ -241,13 +315,14 @@ this script's RUNS; p: paired t-test over the 293 queries against the labelled m
 
 {quality_table(labelled, biencoder_report())}
 
-### 2. A 2-layer student distilled from the labelled model
+### 2. 2-layer students distilled from the labelled model
 
-The teacher is the labelled export of row "labelled" above; the student is its first 2 of 6 layers (with its head),
+The teacher is the labelled export of row "labelled" above; a student is its first 2 of 6 layers (with its head),
 trained with margin-MSE on the teacher's logits over the judged train split's mined rows (1 positive + 4 BM25
-negatives each, all scored by the teacher at mining). Speed: {speed['queries'] if speed else a.queries} dev queries x
-BM25 top-100, one query at a time, torch fp32, {speed['rounds'] if speed else a.rounds} alternating rounds, max length
-256{f", timed {speed['date']} on {speed['ran_on']}" if speed else ""}.
+negatives each, all scored by the teacher at mining). kd-student-more continues from kd-student's export with the
+labels mixed in. onnx-int8: `crosstune export --format onnx-int8` of the same model, evaluated on dev with the fusion
+weights of its fp32 run. Speed: {speed['queries'] if speed else a.queries} dev queries x BM25 top-100, one query at a
+time, {speed['rounds'] if speed else a.rounds} alternating rounds, max length 256{f", timed {speed['date']} on {speed['ran_on']}" if speed else ""}.
 
 {student_section(labelled, speed)}
 """

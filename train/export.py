@@ -155,6 +155,20 @@ def trace_to_onnx(hf: Path, path: Path):
     return model.config
 
 
+def quantize_graph(src: Path, dst: Path, preset: str, **overrides) -> None:
+    """Dynamic int8 of an ONNX graph with a QUANT_WEIGHTS preset, as `--format onnx-int8` makes it; `overrides`
+    change quantize_dynamic's arguments (benchmarks/int8_recipes.py times the alternatives)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    args = {"per_channel": True, "reduce_range": False, "weight_type": getattr(QuantType, QUANT_WEIGHTS[preset]),
+            **overrides}
+    # the fused ops live in onnxruntime's own domain, where ONNX shape inference finds no output type:
+    # they output float, which DefaultTensorType tells the quantiser
+    quantize_dynamic(str(src), str(dst), **args, extra_options={
+        "WeightSymmetric": True, "ActivationSymmetric": False, "DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
 def write_onnx(hf: Path, out: Path, fmt: str) -> dict:
     """From an hf export folder, an ONNX folder in `out`: its config and tokenizer files plus the graph at
     onnx/model.onnx (where sentence-transformers' backend="onnx" looks). Made with the tools built for it, in the
@@ -165,8 +179,6 @@ def write_onnx(hf: Path, out: Path, fmt: str) -> dict:
     Torch weights, card and manifest stay behind: they describe the hf folder. Returns the manifest fields that
     say how the graph was made."""
     check_format(fmt)
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
 
     out.mkdir(parents=True, exist_ok=True)
@@ -187,12 +199,7 @@ def write_onnx(hf: Path, out: Path, fmt: str) -> dict:
             shutil.move(fused, graph)
         else:
             preset = quantization_target()
-            # the fused ops live in onnxruntime's own domain, where ONNX shape inference finds no output type:
-            # they output float, which DefaultTensorType tells the quantiser
-            quantize_dynamic(str(fused), str(graph), per_channel=True, reduce_range=False,
-                             weight_type=getattr(QuantType, QUANT_WEIGHTS[preset]),
-                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
-                                            "DefaultTensorType": onnx.TensorProto.FLOAT})
+            quantize_graph(fused, graph, preset)
             how["quantization"] = (f"dynamic int8 (u8 activations, per-channel {QUANT_WEIGHTS[preset]} weights), "
                                    f"the {preset} preset, chosen from this CPU")
     return {"onnx": how}
