@@ -270,7 +270,8 @@ def student_section(labelled: dict, speed: dict | None) -> str:
         out += ("\n\n" + "\n".join(rows) + f"\n\n- The student reranks **{fp32['docs_s'] / base:.2f}x** the "
                 f"teacher's docs/s in fp32 (target: >= 2x: {'met' if fp32['docs_s'] >= 2 * base else '**not met**'}),"
                 f" {int8['docs_s'] / base:.2f}x in onnx-int8. Depth 100 takes {fp32['p95']:.2f} s at p95 a query in "
-                f"fp32 and {int8['p95']:.2f} s in onnx-int8, against the teacher's {speed['teacher fp32']['p95']:.2f} s.")
+                f"fp32 and {int8['p95']:.2f} s in onnx-int8, against the teacher's "
+                f"{speed['teacher fp32']['p95']:.2f} s.")
     return out
 
 

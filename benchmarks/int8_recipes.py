@@ -26,7 +26,8 @@ from benchmarks.common import LEGAL, ROOT, machine, write_section  # noqa: E402
 from benchmarks.speed import chosen_on, onnx_exports, rerank_candidates  # noqa: E402
 
 # name: (fusion options changed from the bert defaults (None: no fusion), quantize_graph's preset or quantize_dynamic
-# arguments changed from write_onnx's, batch size). crosstune's own recipe is not rebuilt here: its rows are write_onnx's exports.
+# arguments changed from write_onnx's, batch size). crosstune's own recipe is not rebuilt here: its rows are
+# write_onnx's exports.
 VARIANTS = {
     "per-tensor weights": ({}, {"per_channel": False}, 64),
     "u8 weights (the AVX2 preset)": ({}, {"preset": "avx2"}, 64),
