@@ -48,20 +48,12 @@ OP_PAIRS = (("feed-forward and output projections (MatMul)", ("MatMul",), ("Dyna
 
 def build(traced: Path, out: Path, fusion: dict | None, quant: dict, config) -> Path:
     """One recipe's graph: the traced model, fused with these options (None: not at all), then quantised."""
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    from crosstune.train.export import quantization_target, quantize_graph
+    from crosstune.train.export import fuse_graph, quantization_target, quantize_graph
 
     source = traced
     if fusion is not None:
-        options = FusionOptions("bert")
-        for key, value in fusion.items():
-            setattr(options, key, value)
         source = out.with_suffix(".fp32.onnx")
-        optimize_model(str(traced), model_type="bert", num_heads=config.num_attention_heads,
-                       hidden_size=config.hidden_size, opt_level=1,
-                       optimization_options=options).save_model_to_file(str(source))
+        fuse_graph(traced, source, config, **fusion)
     quantize_graph(source, out, quant.get("preset", quantization_target()),
                    **{k: v for k, v in quant.items() if k != "preset"})
     return out
@@ -71,11 +63,11 @@ def op_shares(graph: Path, feats: dict, runs: int = 3) -> tuple[float, dict[str,
     """(ms a run, {op type: share of kernel time}, largest first) from onnxruntime's profiler on one batch."""
     import onnxruntime as ort
 
+    from crosstune.train.scoring import available_cores
+
     options = ort.SessionOptions()
     options.enable_profiling = True
     options.profile_file_prefix = str(graph.with_suffix(""))
-    from crosstune.train.scoring import available_cores
-
     options.intra_op_num_threads = available_cores()
     session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     inputs = {i.name: feats[i.name] for i in session.get_inputs()}

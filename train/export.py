@@ -155,6 +155,21 @@ def trace_to_onnx(hf: Path, path: Path):
     return model.config
 
 
+def fuse_graph(src: Path, dst: Path, config, **options) -> None:
+    """onnxruntime's bert fusions (attention, layer norm, GELU) of a traced graph, as `--format onnx` makes it;
+    `options` change FusionOptions fields (benchmarks/int8_recipes.py times the alternatives)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fusion = FusionOptions("bert")
+    for key, value in options.items():
+        setattr(fusion, key, value)
+    # opt_level 1 keeps the saved graph portable across execution providers; a session adds the rest at load
+    optimize_model(str(src), model_type="bert", num_heads=getattr(config, "num_attention_heads", 0),
+                   hidden_size=getattr(config, "hidden_size", 0), opt_level=1,
+                   optimization_options=fusion).save_model_to_file(str(dst))
+
+
 def quantize_graph(src: Path, dst: Path, preset: str, **overrides) -> None:
     """Dynamic int8 of an ONNX graph with a QUANT_WEIGHTS preset, as `--format onnx-int8` makes it; `overrides`
     change quantize_dynamic's arguments (benchmarks/int8_recipes.py times the alternatives)."""
@@ -179,8 +194,6 @@ def write_onnx(hf: Path, out: Path, fmt: str) -> dict:
     Torch weights, card and manifest stay behind: they describe the hf folder. Returns the manifest fields that
     say how the graph was made."""
     check_format(fmt)
-    from onnxruntime.transformers.optimizer import optimize_model
-
     out.mkdir(parents=True, exist_ok=True)
     for f in hf.iterdir():
         if f.is_file() and f.name not in {*WEIGHTS, "README.md", MANIFEST}:
@@ -192,9 +205,7 @@ def write_onnx(hf: Path, out: Path, fmt: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="crosstune-onnx-") as scratch, quiet():
         traced, fused = Path(scratch) / "traced.onnx", Path(scratch) / "fused.onnx"
         config = trace_to_onnx(hf, traced)
-        # opt_level 1 keeps the saved graph portable across execution providers; a session adds the rest at load
-        optimize_model(str(traced), model_type="bert", num_heads=getattr(config, "num_attention_heads", 0),
-                       hidden_size=getattr(config, "hidden_size", 0), opt_level=1).save_model_to_file(str(fused))
+        fuse_graph(traced, fused, config)
         if fmt == "onnx":
             shutil.move(fused, graph)
         else:
