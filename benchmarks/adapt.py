@@ -138,7 +138,7 @@ def mean(values: dict[str, float]) -> float:
 
 
 def quality_table(labelled: dict, bi_report: dict) -> str:
-    from crosstune.train.metrics import paired_p
+    from crosstune.train.evaluation.metrics import paired_p
 
     ref = labelled["per_query"]["cross-encoder"]["nDCG@10"]
     bm25 = labelled["per_query"]["BM25"]["nDCG@10"]
@@ -187,7 +187,7 @@ def time_models(models: dict[str, Path], queries: int, rounds: int) -> dict[str,
     from crosstune.data.bm25 import BM25Config, BM25Index
     from crosstune.data.loading import DataConfig, load_corpus, load_split
     from crosstune.data.types import doc_text, ranked
-    from crosstune.train.scoring import load_scorer
+    from crosstune.train.ranking.scorers import load_scorer
 
     cfg = DataConfig(path=str(LEGAL))
     corpus = load_corpus(cfg)
@@ -221,7 +221,7 @@ def int8_report(folder: Path) -> dict | None:
 
 
 def student_section(labelled: dict, speed: dict | None) -> str:
-    from crosstune.train.metrics import paired_p
+    from crosstune.train.evaluation.metrics import paired_p
 
     t_alone = labelled["per_query"]["cross-encoder"]["nDCG@10"]
     t_m = labelled["metrics"]["nDCG@10"]

@@ -32,7 +32,7 @@ def auto_precision_name() -> str:
     """What crosstune's precision "auto" picks on this machine's CPU (bf16 only where measured faster)."""
     import torch
 
-    from crosstune.train.scoring import auto_precision
+    from crosstune.train.ranking.scorers import auto_precision
 
     return {"no": "fp32"}.get(p := auto_precision(torch.device("cpu")), p)
 

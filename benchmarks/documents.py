@@ -33,8 +33,8 @@ from crosstune.data.judgments import Judgments, load_judgments  # noqa: E402
 from crosstune.data.loading import DataConfig, load_documents  # noqa: E402
 from crosstune.data.readers import read_beir_corpus, read_qrels_tsv  # noqa: E402
 from crosstune.data.types import Doc, top_k  # noqa: E402
-from crosstune.train.aggregate import aggregate_run  # noqa: E402
-from crosstune.train.metrics import compare  # noqa: E402
+from crosstune.train.evaluation.metrics import compare  # noqa: E402
+from crosstune.train.ranking.aggregation import aggregate_run  # noqa: E402
 
 VIEW = ROOT / "checkpoints" / "legalbench-documents"
 SPLITS = ("train", "dev")  # train chooses, dev reports
@@ -182,7 +182,7 @@ def main() -> None:
     t_start = time.time()
     from transformers import AutoTokenizer
 
-    from crosstune.train.model import resolve_model
+    from crosstune.train.artifact.model import resolve_model
 
     where = build_view(VIEW)
     data = DataConfig(path=str(VIEW), judgments="span")

@@ -57,8 +57,8 @@ def read_trec(path: Path) -> dict[str, dict[str, float]]:
 def shipped_maxp() -> dict | None:
     """Document nDCG@10 of the labelled model's dev run over the shipped passages, MaxP (its order decides it)."""
     from crosstune.data.readers import read_qrels_tsv
-    from crosstune.train.aggregate import aggregate_run
-    from crosstune.train.metrics import aggregate, per_query
+    from crosstune.train.evaluation.metrics import aggregate, per_query
+    from crosstune.train.ranking.aggregation import aggregate_run
 
     trec = {name: LABELLED / "eval_dev" / f"{name}.trec" for name in ("bm25", "reranked")}
     if not all(p.exists() for p in trec.values()):
@@ -131,7 +131,7 @@ def main() -> None:
     if not (VIEW / "corpus.jsonl").exists():
         sys.exit(f"{VIEW} is missing: run `python benchmarks/documents.py` first (it builds the whole-document view)")
     make(a.passage_model)
-    from crosstune.train.documents import aggregate_table
+    from crosstune.train.evaluation.levels import aggregate_table
 
     recipe = json.loads((RUN / "eval_dev" / "report.json").read_text())
     passage_model = json.loads((PASSAGE_EVAL / "report.json").read_text()) if (PASSAGE_EVAL / "report.json").exists() else None

@@ -38,7 +38,7 @@ def rerank_rows(model_dir: str, device: str, n_queries: int, data: str):
     from crosstune.data.bm25 import BM25Config, BM25Index
     from crosstune.data.loading import DataConfig, load_corpus, load_split
     from crosstune.data.types import doc_text, ranked
-    from crosstune.train.scoring import CrossEncoderScorer
+    from crosstune.train.ranking.scorers import CrossEncoderScorer
 
     cfg = DataConfig(path=data)
     corpus = load_corpus(cfg)
@@ -96,10 +96,10 @@ def main() -> None:
     figures, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        from crosstune.train.commands import mine_command
-        from crosstune.train.config import load_config
         from benchmarks.throughput import Run, crosstune_pairs_per_s, st_pairs_per_s
-        from crosstune.train.model import load_model, load_tokenizer
+        from crosstune.train.artifact.model import load_model, load_tokenizer
+        from crosstune.train.config import load_config
+        from crosstune.train.recipes.mine import mine_command
 
         mine_command(load_config(ROOT / "configs" / "legal.yaml", [f"run.root={tmp}", f"data.path={args.data}",
                                                                     "mining.num_negatives=15"]))

@@ -48,7 +48,7 @@ OP_PAIRS = (("feed-forward and output projections (MatMul)", ("MatMul",), ("Dyna
 
 def build(traced: Path, out: Path, fusion: dict | None, quant: dict, config) -> Path:
     """One recipe's graph: the traced model, fused with these options (None: not at all), then quantised."""
-    from crosstune.train.export import fuse_graph, quantization_target, quantize_graph
+    from crosstune.train.artifact.onnx import fuse_graph, quantization_target, quantize_graph
 
     source = traced
     if fusion is not None:
@@ -63,7 +63,7 @@ def op_shares(graph: Path, feats: dict, runs: int = 3) -> tuple[float, dict[str,
     """(ms a run, {op type: share of kernel time}, largest first) from onnxruntime's profiler on one batch."""
     import onnxruntime as ort
 
-    from crosstune.train.scoring import available_cores
+    from crosstune.train.ranking.scorers import available_cores
 
     options = ort.SessionOptions()
     options.enable_profiling = True
@@ -104,9 +104,9 @@ def main() -> None:
     from crosstune.data.bm25 import BM25Config, BM25Index
     from crosstune.data.loading import DataConfig, load_corpus, load_split
     from crosstune.data.types import doc_text, ranked
-    from crosstune.train.export import trace_to_onnx
-    from crosstune.train.model import ONNX_GRAPH
-    from crosstune.train.scoring import OnnxScorer, load_scorer, onnx_session, tokenize_pairs
+    from crosstune.train.artifact.model import ONNX_GRAPH
+    from crosstune.train.artifact.onnx import trace_to_onnx
+    from crosstune.train.ranking.scorers import OnnxScorer, load_scorer, onnx_session, tokenize_pairs
 
     transformers.logging.set_verbosity_error()
     cfg = DataConfig(path=str(LEGAL))

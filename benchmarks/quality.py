@@ -81,8 +81,8 @@ def st_worker(out: Path, dataset: Path, pairs: int, group: int, save_every: int)
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-    from crosstune.train.model import resolve_model
-    from crosstune.train.scoring import auto_precision
+    from crosstune.train.artifact.model import resolve_model
+    from crosstune.train.ranking.scorers import auto_precision
 
     rows = load_from_disk(str(dataset))
     rng = random.Random(42)
@@ -118,11 +118,11 @@ def choose_on_holdout(cfg, models: list[tuple[int, Path]]) -> dict:
     weights there, keep the checkpoint with the best fused nDCG@10 (the earlier one on a tie)."""
     from crosstune.data.bm25 import load_or_build
     from crosstune.data.loading import load_corpus, load_split
-    from crosstune.train.biencoder import BiEncoderScorer
-    from crosstune.train.fusion import tune_weights
-    from crosstune.train.loop import mined_dir
-    from crosstune.train.rerank import score_candidates
-    from crosstune.train.scoring import CrossEncoderScorer
+    from crosstune.train.evaluation.tuning import tune_weights
+    from crosstune.train.ranking.biencoder import BiEncoderScorer
+    from crosstune.train.ranking.candidates import score_candidates
+    from crosstune.train.ranking.scorers import CrossEncoderScorer
+    from crosstune.train.training.loop import mined_dir
 
     corpus = load_corpus(cfg.data)
     queries, qrels = load_split(cfg.data, cfg.data.dev_split, corpus)
@@ -174,11 +174,11 @@ def biencoder_row(cfg, weight: float) -> dict:
     """The zero-shot bi-encoder fused with BM25 on dev at the weight the holdout chose (its embeddings are cached)."""
     from crosstune.data.bm25 import load_or_build
     from crosstune.data.loading import load_corpus, load_split
-    from crosstune.train.biencoder import BiEncoderScorer
-    from crosstune.train.fusion import fuse
-    from crosstune.train.loop import mined_dir
-    from crosstune.train.metrics import compare
-    from crosstune.train.rerank import with_tail
+    from crosstune.train.evaluation.metrics import compare
+    from crosstune.train.ranking.biencoder import BiEncoderScorer
+    from crosstune.train.ranking.candidates import with_tail
+    from crosstune.train.ranking.fusion import fuse
+    from crosstune.train.training.loop import mined_dir
 
     corpus = load_corpus(cfg.data)
     queries, qrels = load_split(cfg.data, cfg.data.test_split, corpus)
@@ -191,7 +191,7 @@ def biencoder_row(cfg, weight: float) -> dict:
 
 
 def table(rows: dict[str, dict]) -> str:
-    from crosstune.train.metrics import paired_p
+    from crosstune.train.evaluation.metrics import paired_p
 
     base = next(iter(rows.values()))["report"]
     m0 = base["metrics"]
@@ -216,7 +216,7 @@ def table(rows: dict[str, dict]) -> str:
 
 def versus(a: dict, b: dict) -> str:
     """crosstune minus the peer on dev nDCG@10, fused and alone, with a paired t-test over queries."""
-    from crosstune.train.metrics import paired_p
+    from crosstune.train.evaluation.metrics import paired_p
 
     parts = []
     for system, label in (("reranked", "fused"), ("cross-encoder", "alone")):

@@ -265,7 +265,7 @@ def start_infinity(model: str, tmp: Path, notes: list[str]) -> list[Server]:
 
 def exported_fusion(model: str) -> str:
     """'' when the export ranks by its cross-encoder alone, else its fusion in words."""
-    from crosstune.train.manifest import read_manifest
+    from crosstune.train.artifact.manifest import read_manifest
 
     f = read_manifest(model).get("fusion") or {}
     if not (f.get("weight") or f.get("biencoder_weight")):

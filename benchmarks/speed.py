@@ -22,7 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import LEGAL, ROOT, auto_precision_name, machine, median, pct, read_section, subsections, timed, write_section  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    LEGAL,
+    ROOT,
+    auto_precision_name,
+    machine,
+    median,
+    pct,
+    read_section,
+    subsections,
+    timed,
+    write_section,
+)
 from crosstune.data.bm25 import BM25Config, BM25Index  # noqa: E402
 from crosstune.data.loading import DataConfig, load_corpus, load_split  # noqa: E402
 from crosstune.data.types import Doc, doc_text, ranked  # noqa: E402
@@ -128,8 +139,8 @@ def time_systems(systems: dict, pairs: dict, sample: list, run, qrels) -> dict:
     """Each scorer in turn, one query's candidates at a time: latency percentiles, docs/s, nDCG@10 on the sample."""
     import time
 
-    from crosstune.train.metrics import aggregate, per_query
-    from crosstune.train.rerank import with_tail
+    from crosstune.train.evaluation.metrics import aggregate, per_query
+    from crosstune.train.ranking.candidates import with_tail
 
     results = {}
     for name, score in systems.items():
@@ -149,7 +160,7 @@ def time_systems(systems: dict, pairs: dict, sample: list, run, qrels) -> dict:
 def bench_rerank(model_path: str, corpus, queries, qrels, index, quick: bool) -> tuple[str, dict]:
     from sentence_transformers import CrossEncoder
 
-    from crosstune.train.scoring import CrossEncoderScorer
+    from crosstune.train.ranking.scorers import CrossEncoderScorer
 
     sample, run = rerank_candidates(corpus, queries, qrels, index, 10 if quick else 50)
     pairs = {q: [(queries[q], doc_text(corpus[d])) for d in ranked(run[q])] for q in sample}
@@ -185,8 +196,8 @@ AUTO = auto_precision_name()
 def onnx_exports(model_path: str, tmp: Path) -> dict[str, tuple[Path, float]]:
     """{format: (folder, export seconds)}: onnx and onnx-int8 made from the hf export as `crosstune export` makes
     them (the same write_onnx), with a manifest so crosstune loads them by format."""
-    from crosstune.train.export import write_onnx
-    from crosstune.train.manifest import write_manifest
+    from crosstune.train.artifact.manifest import write_manifest
+    from crosstune.train.artifact.onnx import write_onnx
 
     out = {}
     for fmt in ("onnx", "onnx-int8"):
@@ -242,10 +253,10 @@ def onnx_peer(folder: Path):
 
 def bench_formats(model_path: str, corpus, queries, qrels, index, quick: bool, tmp: Path) -> tuple[str, dict]:
     """Row 5: the export formats against torch, and sentence-transformers' own ONNX backend on the same graphs."""
-    from crosstune.train.export import quantization_target
-    from crosstune.train.metrics import aggregate, per_query
-    from crosstune.train.rerank import score_candidates, with_tail
-    from crosstune.train.scoring import load_scorer
+    from crosstune.train.artifact.onnx import quantization_target
+    from crosstune.train.evaluation.metrics import aggregate, per_query
+    from crosstune.train.ranking.candidates import score_candidates, with_tail
+    from crosstune.train.ranking.scorers import load_scorer
 
     exports = onnx_exports(model_path, tmp)
     sample, run = rerank_candidates(corpus, queries, qrels, index, 10 if quick else 50)
@@ -295,7 +306,7 @@ nDCG@10 on all 293 dev queries ({kept:.2%}: {"not judged on a --quick sample" if
 
 def chosen_on(model_path: str) -> str:
     """Which split chose the model, from its manifest: the dev nDCG@10 columns are out-of-sample only if not dev."""
-    from crosstune.train.manifest import read_manifest
+    from crosstune.train.artifact.manifest import read_manifest
 
     split = (read_manifest(model_path).get("selection") or {}).get("split")
     if split is None:
@@ -322,9 +333,9 @@ def grow_corpus(corpus: dict, size: int, seed: int = 0) -> dict:
 
 
 def bench_search(model_path: str, corpus, queries, qrels, size: int, quick: bool) -> tuple[str, dict]:
-    from crosstune.train.metrics import aggregate, per_query
-    from crosstune.train.rerank import score_candidates, with_tail
-    from crosstune.train.scoring import CrossEncoderScorer
+    from crosstune.train.evaluation.metrics import aggregate, per_query
+    from crosstune.train.ranking.candidates import score_candidates, with_tail
+    from crosstune.train.ranking.scorers import CrossEncoderScorer
 
     big = grow_corpus(corpus, size)
     build_s, build_mb = build_in_subprocess("bm25s", size)
@@ -382,7 +393,7 @@ def default_model(tmp: Path) -> str:
     for candidate in (ROOT / "checkpoints" / "legal" / "export", ROOT / "checkpoints" / "demo" / "export"):
         if (candidate / "config.json").exists():
             return str(candidate)
-    from crosstune.train.model import DEFAULT_BASE, load_model, load_tokenizer
+    from crosstune.train.artifact.model import DEFAULT_BASE, load_model, load_tokenizer
 
     out = tmp / "fresh-head"
     load_model(DEFAULT_BASE).save_pretrained(out)
@@ -441,8 +452,8 @@ def main() -> None:
         if "mining" in only:
             done(bench_mining(corpus, train_q, args.quick))
         if "train" in only:
-            from crosstune.train.commands import mine_command
             from crosstune.train.config import load_config
+            from crosstune.train.recipes.mine import mine_command
 
             mine_command(load_config(ROOT / "configs" / "legal.yaml", [f"run.root={tmp}", f"data.path={LEGAL}"]))
             done(bench_training(tmp / "legal" / "mined" / "dataset", tmp))

@@ -35,7 +35,7 @@ class Run:
 
 def crosstune_pairs_per_s(r: Run) -> float:
     from crosstune.train.config import load_config
-    from crosstune.train.loop import train
+    from crosstune.train.recipes.train import train
 
     name = f"speed_{r.precision}_{r.device}"
     cfg = load_config(ROOT / "configs" / "legal.yaml", [
@@ -56,7 +56,7 @@ def st_pairs_per_s(r: Run) -> float:
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
     from transformers import TrainerCallback
 
-    from crosstune.train.model import resolve_model
+    from crosstune.train.artifact.model import resolve_model
 
     rows = load_from_disk(str(r.mined)).select(range(r.groups * (r.warmup + r.steps + 2)))
     q, p, y = [], [], []

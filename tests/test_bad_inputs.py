@@ -18,9 +18,9 @@ import pytest
 
 from crosstune.data.loading import DataConfig, load_qrels, read_qrels_tsv
 from crosstune.data.types import DataError
-from crosstune.train.checkpoint import list_checkpoints
 from crosstune.train.cli import main
 from crosstune.train.config import load_config
+from crosstune.train.training.checkpoint import list_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -39,8 +39,8 @@ def snapshot(*folders: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def finished_run(tiny_model, mined_tiny, tmp_path_factory) -> Path:
     """A finished tiny run: mined/, step_000001, step_000002, best/, metrics.jsonl, tensorboard/, export/, eval_test/."""
-    from crosstune.train.commands import export_command
-    from crosstune.train.loop import train
+    from crosstune.train.recipes.export import export_command
+    from crosstune.train.recipes.train import train
 
     root = tmp_path_factory.mktemp("finished") / "runs"
     shutil.copytree(mined_tiny, root / "tiny" / "mined")
@@ -401,7 +401,7 @@ def test_mining_ranges_fail_at_config_load():
 def test_a_hub_id_in_the_cache_resolves_to_its_snapshot(tmp_path, tiny_model, monkeypatch):
     from huggingface_hub import constants
 
-    from crosstune.train.model import check_model_source
+    from crosstune.train.artifact.model import check_model_source
 
     snap = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc123"
     shutil.copytree(tiny_model, snap)
@@ -412,7 +412,7 @@ def test_a_hub_id_in_the_cache_resolves_to_its_snapshot(tmp_path, tiny_model, mo
     # without HF_HUB_OFFLINE, an unreachable hub is found out at once instead of after a minute of retries
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("crosstune.train.model.hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("crosstune.train.artifact.model.hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(DataError, match=r"not in the Hugging Face cache; no network here\? \(huggingface\.co is unreachable\)"):
         check_model_source("org/other")
 
@@ -444,7 +444,7 @@ def test_overwrite_with_a_bad_model_name_keeps_the_old_run_byte_identical(env, c
 
 
 def test_overwrite_sets_the_old_run_aside_until_the_first_checkpoint(env, monkeypatch):
-    import crosstune.train.loop as loop
+    import crosstune.train.training.loop as checkpoint
 
     run = env.copy_run()
     old, mined = outputs_of(run), snapshot(run / "mined")
@@ -457,8 +457,8 @@ def test_overwrite_sets_the_old_run_aside_until_the_first_checkpoint(env, monkey
         assert not (out / "export").exists() and not (out / "eval_test").exists() and not (out / "best").exists()
         real_discard(out)
 
-    real_discard = loop.discard_replaced
-    monkeypatch.setattr(loop, "discard_replaced", discard)
+    real_discard = checkpoint.discard_replaced
+    monkeypatch.setattr(checkpoint, "discard_replaced", discard)
     # the overrides come after --overwrite
     argv = ["train", *env.args(), "--overwrite", "train.max_steps=2", "train.save_every=2", "data.dev_split=''"]
     assert main(argv) == 0
@@ -469,13 +469,13 @@ def test_overwrite_sets_the_old_run_aside_until_the_first_checkpoint(env, monkey
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]  # the new run's records only
     assert snapshot(run / "mined") == mined  # mine's output is never touched
-    from crosstune.train.commands import newest_model
+    from crosstune.train.recipes.common import newest_model
 
     assert newest_model(load_config(TINY, env.args()[2:])) == run / "step_000002" / "model"  # no stale export
 
 
 def test_a_crash_before_the_first_checkpoint_leaves_the_old_run_recoverable(env, monkeypatch, caplog):
-    import crosstune.train.loop as loop
+    import crosstune.train.recipes.train as loop
 
     run = env.copy_run()
     old = outputs_of(run)
@@ -493,7 +493,7 @@ def test_a_crash_before_the_first_checkpoint_leaves_the_old_run_recoverable(env,
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_a_retry(env):
-    from crosstune.train.loop import train
+    from crosstune.train.recipes.train import train
 
     run = env.runs / "tiny"
     write(run / "config.yaml", "run:\n  name: tiny\n")

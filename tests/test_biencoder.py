@@ -1,10 +1,8 @@
 """The bi-encoder signal: cosine scores, and passage embeddings cached on disk by text."""
 from __future__ import annotations
 
-import numpy as np
-
 from crosstune.data.types import Doc
-from crosstune.train.biencoder import BiEncoderScorer
+from crosstune.train.ranking.biencoder import BiEncoderScorer
 
 
 def test_scores_are_cosines_and_passages_are_encoded_once(tiny_model, tmp_path):

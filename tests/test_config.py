@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from crosstune.data.types import DataError
-from crosstune.train.checkpoint import list_checkpoints, model_folder, prune, resolve_resume, step_name
+from crosstune.train.artifact.outputs import atomic_dir, refuse_existing
 from crosstune.train.config import Config, load_config, run_dir, to_yaml
-from crosstune.train.outputs import atomic_dir, refuse_existing
+from crosstune.train.training.checkpoint import list_checkpoints, model_folder, prune, resolve_resume, step_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

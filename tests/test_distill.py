@@ -14,14 +14,12 @@ import pytest
 import torch
 
 from crosstune.data.batching import GroupCollator, GroupDataset
-from crosstune.data.mining import MiningConfig
 from crosstune.data.pseudo import cap, cloze_query, generate, heading_queries, key_phrase, parse_kinds, split_sentences
 from crosstune.data.pseudo_set import pseudo_set
 from crosstune.data.types import DataError, Doc
 from crosstune.train.cli import main
-from crosstune.train.config import load_config
-from crosstune.train.losses import listwise_kl, make_loss, margin_mse
-from crosstune.train.teacher import drop_by_margin
+from crosstune.train.training.losses import listwise_kl, make_loss, margin_mse
+from crosstune.train.training.teacher import drop_by_margin
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -246,7 +244,7 @@ def mine_demo(tmp_path, model: str, run: str, *extra: str) -> list[dict]:
 
 
 def test_teacher_scores_land_in_the_rows_aligned_with_the_passages(tiny_model, tiny_reranker, tmp_path):
-    from crosstune.train.scoring import CrossEncoderScorer
+    from crosstune.train.ranking.scorers import CrossEncoderScorer
 
     rows, stats = mine_demo(tmp_path, tiny_model, "t", "--teacher", tiny_reranker)
     assert stats["teacher"]["kind"] == "cross-encoder" and stats["teacher"]["negatives_dropped"] == 0
@@ -259,9 +257,8 @@ def test_teacher_scores_land_in_the_rows_aligned_with_the_passages(tiny_model, t
 
 def test_a_teacher_trained_without_titles_is_named_when_the_rows_carry_them(tiny_model, tiny_reranker, tmp_path,
                                                                            capsys):
-    import shutil
 
-    from crosstune.train.manifest import write_manifest
+    from crosstune.train.artifact.manifest import write_manifest
 
     untitled = tmp_path / "untitled-teacher"
     shutil.copytree(tiny_reranker, untitled)
@@ -304,7 +301,7 @@ def test_drop_by_margin_on_hand_rows():
 def test_a_bi_encoder_teacher_scores_cosines(tiny_model, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from crosstune.train.teacher import teacher_kind
+    from crosstune.train.training.teacher import teacher_kind
 
     rows, stats = mine_demo(tmp_path, tiny_model, "bi", "--teacher", tiny_model, "mining.teacher_kind=bi-encoder")
     assert stats["teacher"]["scores"] == "cosine"
@@ -380,11 +377,11 @@ def test_the_collate_carries_teacher_scores_in_group_order():
 def test_a_layer_pruned_student_loads_trains_exports_and_scores(tiny_cfg, tiny_model, mined_tiny, capsys):
     from safetensors.torch import load_file
 
-    from crosstune.train.commands import export_command
-    from crosstune.train.loop import train
-    from crosstune.train.model import load_model
-    from crosstune.train.pipeline import RankingPipeline
-    from crosstune.train.scoring import CrossEncoderScorer
+    from crosstune.train.artifact.model import load_model
+    from crosstune.train.ranking.pipeline import RankingPipeline
+    from crosstune.train.ranking.scorers import CrossEncoderScorer
+    from crosstune.train.recipes.export import export_command
+    from crosstune.train.recipes.train import train
 
     student = load_model(tiny_model, layers=1)
     assert len(student.bert.encoder.layer) == 1 and student.config.num_hidden_layers == 1
@@ -409,7 +406,7 @@ def test_a_layer_pruned_student_loads_trains_exports_and_scores(tiny_cfg, tiny_m
 def test_frozen_weights_stay_bit_identical_while_the_rest_trains(tiny_cfg, tiny_model, mined_tiny, capsys):
     from safetensors.torch import load_file
 
-    from crosstune.train.loop import train
+    from crosstune.train.recipes.train import train
 
     cfg = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", "model.freeze_embeddings=true", "model.freeze_layers=1",
                    "train.max_steps=2", "data.dev_split=", "run.name=frozen", "train.weight_decay=0.1")
@@ -429,7 +426,7 @@ def dev_records(run: Path) -> list[dict]:
 
 
 def test_a_reranker_gets_a_dev_check_at_step_0(tiny_cfg, tiny_reranker, mined_tiny, capsys):
-    from crosstune.train.loop import train
+    from crosstune.train.recipes.train import train
 
     common = (f"train.dataset={mined_tiny / 'dataset'}", f"model.name={tiny_reranker}", "train.max_steps=2",
               "train.eval_every=2")
@@ -446,10 +443,10 @@ def test_continuing_from_an_export_keeps_its_head(tiny_cfg, mined_tiny, tmp_path
     the export's, and the step-0 dev check repeats the export's own dev figure."""
     from safetensors.torch import load_file
 
-    from crosstune.train.commands import export_command
-    from crosstune.train.loop import train
-    from crosstune.train.model import load_model
-    from crosstune.train.scoring import CrossEncoderScorer
+    from crosstune.train.artifact.model import load_model
+    from crosstune.train.ranking.scorers import CrossEncoderScorer
+    from crosstune.train.recipes.export import export_command
+    from crosstune.train.recipes.train import train
 
     first = tiny_cfg(f"train.dataset={mined_tiny / 'dataset'}", "train.max_steps=2", "train.eval_every=2",
                      "run.name=first")

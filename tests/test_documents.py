@@ -12,16 +12,23 @@ import pytest
 from crosstune.data.analyzers import legal_terms
 from crosstune.data.batching import tokenize_pairs
 from crosstune.data.bm25 import BM25Config, BM25Index, load_or_build, make_analyzer
-from crosstune.data.chunking import (Chunking, chunk_corpus, chunk_text, parse_chunk_id, passage_origin,
-                                     tokenizer_spans, word_spans)
+from crosstune.data.chunking import (
+    Chunking,
+    chunk_corpus,
+    chunk_text,
+    parse_chunk_id,
+    passage_origin,
+    tokenizer_spans,
+    word_spans,
+)
 from crosstune.data.judgments import load_judgments, mining_qrels
 from crosstune.data.loading import DataConfig, load_corpus, load_split
 from crosstune.data.mining import MiningConfig, mine
 from crosstune.data.truncation import cut_query, losses, report
 from crosstune.data.types import DataError, Doc, ranked
-from crosstune.train.aggregate import aggregate_run, budget_candidates, document_ranking
-from crosstune.train.metrics import per_query
-from crosstune.train.pipeline import RankingPipeline
+from crosstune.train.evaluation.metrics import per_query
+from crosstune.train.ranking.aggregation import aggregate_run, budget_candidates, document_ranking
+from crosstune.train.ranking.pipeline import RankingPipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "configs" / "tiny.yaml"

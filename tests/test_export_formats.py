@@ -4,6 +4,7 @@ a changed file refused; bad formats refused. Real onnxruntime, real files: the e
 by `crosstune export`'s own function."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -16,12 +17,13 @@ from scipy.stats import spearmanr
 
 from crosstune.data.loading import DataConfig, load_corpus, load_split
 from crosstune.data.types import DataError, doc_text
+from crosstune.train.artifact.manifest import FORMATS
+from crosstune.train.artifact.onnx import quantization_target
 from crosstune.train.cli import main
-from crosstune.train.commands import evaluate_command, export_command
 from crosstune.train.config import load_config
-from crosstune.train.export import quantization_target
-from crosstune.train.manifest import FORMATS
-from crosstune.train.scoring import CrossEncoderScorer, OnnxScorer, load_scorer
+from crosstune.train.ranking.scorers import CrossEncoderScorer, OnnxScorer, load_scorer
+from crosstune.train.recipes.evaluate import evaluate_command
+from crosstune.train.recipes.export import export_command
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -210,11 +212,13 @@ def test_evaluate_ranks_with_the_int8_export(exported):
 
 
 def test_the_ranking_pipeline_runs_an_onnx_export_as_it_runs_the_hf_one(exported):
-    from crosstune.train.pipeline import RankingPipeline
+    from crosstune.train.ranking.pipeline import RankingPipeline
 
     texts = ["The tenant may terminate the lease with notice.", "We keep location data for 18 months.",
              "Invoices are paid within thirty days.", "Either party may end this agreement."]
-    hf, onnx = (RankingPipeline.load(str(exported[f]), exported["cfg"]) for f in ("hf", "onnx"))
+    fp32 = copy.deepcopy(exported["cfg"])
+    fp32.eval.precision = "no"  # the graph is fp32: compare with the torch model in fp32 on every CPU
+    hf, onnx = RankingPipeline.load(str(exported["hf"]), fp32), RankingPipeline.load(str(exported["onnx"]), exported["cfg"])
     assert (hf.format, onnx.format) == ("hf", "onnx") and onnx.info()["precision"] == "onnx"
     a, b = hf.rerank("who may end the lease?", texts), onnx.rerank("who may end the lease?", texts)
     assert [h.index for h in a] == [h.index for h in b]
@@ -222,7 +226,7 @@ def test_the_ranking_pipeline_runs_an_onnx_export_as_it_runs_the_hf_one(exported
 
 
 def test_an_onnx_export_scores_but_does_not_train_or_take_torch_precisions(exported):
-    from crosstune.train.model import check_model_source
+    from crosstune.train.artifact.model import check_model_source
 
     onnx = str(exported["onnx"])
     assert check_model_source(onnx, "--model") == onnx

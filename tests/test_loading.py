@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from crosstune.data.loading import (DataConfig, check_qrels, detect_format, load_corpus, load_qrels, load_queries,
-                          load_split, read_qrels_tsv)
+from crosstune.data.loading import (
+    DataConfig,
+    check_qrels,
+    detect_format,
+    load_corpus,
+    load_qrels,
+    load_queries,
+    load_split,
+    read_qrels_tsv,
+)
 from crosstune.data.types import DataError, Doc, doc_text
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"

@@ -7,10 +7,11 @@ from collections import deque
 import pytest
 import torch
 
-from crosstune.train.fusion import fuse, minmax, tune_weights
-from crosstune.train.loop import collapse_reason
-from crosstune.train.losses import chance_loss, listwise_ce, make_loss
-from crosstune.train.rerank import with_tail
+from crosstune.train.evaluation.tuning import tune_weights
+from crosstune.train.ranking.candidates import with_tail
+from crosstune.train.ranking.fusion import fuse, minmax
+from crosstune.train.training.loop import collapse_reason
+from crosstune.train.training.losses import chance_loss, listwise_ce, make_loss
 
 
 def test_listwise_ce_is_cross_entropy_of_the_positive():

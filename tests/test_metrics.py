@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 from crosstune.data.types import ranked
-from crosstune.train.metrics import (aggregate, compare, format_table, measure_names, paired_p, per_query, strict_run,
-                                     write_trec)
+from crosstune.train.evaluation.metrics import (
+    aggregate,
+    compare,
+    format_table,
+    measure_names,
+    paired_p,
+    per_query,
+    strict_run,
+    write_trec,
+)
 
 L2 = math.log2
 

@@ -11,11 +11,14 @@ import pytest
 from crosstune.data.bm25 import BM25Config, score_texts
 from crosstune.data.loading import load_corpus, load_split
 from crosstune.data.types import DataError
-from crosstune.train.commands import evaluate_command, export_command
-from crosstune.train.config import load_config, run_dir
-from crosstune.train.loop import train
-from crosstune.train.pipeline import Fusion, RankingPipeline, resolve_fusion
-from crosstune.train.scoring import CrossEncoderScorer
+from crosstune.train.config import load_config
+from crosstune.train.ranking.fusion import Fusion
+from crosstune.train.ranking.pipeline import RankingPipeline
+from crosstune.train.ranking.scorers import CrossEncoderScorer
+from crosstune.train.ranking.settings import resolve_fusion
+from crosstune.train.recipes.evaluate import evaluate_command
+from crosstune.train.recipes.export import export_command
+from crosstune.train.recipes.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["The tenant may terminate the lease with one month's notice.",
@@ -84,7 +87,7 @@ def test_rerank_many_equals_rerank_and_scores_every_text(fused):
 
 def test_unfused_rerank_returns_the_cross_encoders_logits(fused, tiny_model):
     cfg, _, export = fused
-    alone = cfg("run.name=plain", "eval.fusion_weight=0", "eval.biencoder_weight=0")
+    alone = cfg("run.name=plain", "eval.fusion_weight=0", "eval.biencoder_weight=0", "eval.precision=no")
     pipe = RankingPipeline.load(str(export), alone)
     assert not pipe.fusion.fused and pipe.biencoder is None
     hits = pipe.rerank("who may terminate the lease?", TEXTS)
@@ -159,7 +162,7 @@ def test_an_export_loaded_without_a_config_ranks_as_its_manifest_says(fused):
 
 
 def test_a_memory_only_embedding_cache_starts_over_when_full(tiny_model, monkeypatch):
-    from crosstune.train.biencoder import BiEncoderScorer, EmbeddingCache
+    from crosstune.train.ranking.biencoder import BiEncoderScorer, EmbeddingCache
 
     monkeypatch.setattr(EmbeddingCache, "MEMORY_LIMIT", 3)
     bi = BiEncoderScorer(tiny_model)  # no cache folder: a server's case

@@ -9,14 +9,21 @@ import pytest
 from matplotlib.container import BarContainer
 
 from crosstune.data.types import DataError
-from crosstune.train.analysis import (bootstrap_ci, depth_curve, kind, missing_pairs, pick_examples, query_changes)
 from crosstune.train.cli import main
-from crosstune.train.commands import evaluate_command
 from crosstune.train.config import load_config, run_dir
-from crosstune.train.dashboard import read_curves, training_figure
-from crosstune.train.loop import train
-from crosstune.train.plots import change_figure, depth_figure, metrics_figure
-from crosstune.train.rerank import with_tail
+from crosstune.train.evaluation.analysis import (
+    bootstrap_ci,
+    depth_curve,
+    kind,
+    missing_pairs,
+    pick_examples,
+    query_changes,
+)
+from crosstune.train.evaluation.dashboard import read_curves, training_figure
+from crosstune.train.evaluation.plots import change_figure, depth_figure, metrics_figure
+from crosstune.train.ranking.candidates import with_tail
+from crosstune.train.recipes.evaluate import evaluate_command
+from crosstune.train.recipes.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from crosstune.data.bm25 import BM25Config, BM25Index
 from crosstune.data.types import Doc
-from crosstune.train.biencoder import BiEncoderScorer
+from crosstune.train.ranking.biencoder import BiEncoderScorer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,10 +9,12 @@ import pytest
 from crosstune.data.loading import load_corpus, load_split
 from crosstune.data.splits import carve_holdout, document_of, held_out_passages, query_groups
 from crosstune.data.types import DataError, Doc
-from crosstune.train.commands import evaluate_command, export_command, mine_command
 from crosstune.train.config import run_dir
-from crosstune.train.fusion import tune_weights
-from crosstune.train.loop import train
+from crosstune.train.evaluation.tuning import tune_weights
+from crosstune.train.recipes.evaluate import evaluate_command
+from crosstune.train.recipes.export import export_command
+from crosstune.train.recipes.mine import mine_command
+from crosstune.train.recipes.train import train
 
 CORPUS = {f"{d}#{k}": Doc(d, f"text {d} {k}") for d in ("nda", "lease", "policy", "merger") for k in range(3)}
 QRELS = {

@@ -18,9 +18,10 @@ import pytest
 
 from crosstune.data.types import DataError
 from crosstune.train.config import ServeConfig, load_config
-from crosstune.train.pipeline import RankingPipeline
-from crosstune.train.api import sigmoid
-from crosstune.train.serve import build_app, listen, uvicorn_server
+from crosstune.train.ranking.pipeline import RankingPipeline
+from crosstune.train.recipes.serve import listen, uvicorn_server
+from crosstune.train.serving.app import build_app
+from crosstune.train.serving.bodies import sigmoid
 
 QUERY = "how long is location data kept?"
 TEXTS = ["We retain location data for 18 months.", "The Buyer shall pay all invoices within thirty days.",
@@ -35,7 +36,7 @@ def export(tiny_model, tmp_path_factory):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from crosstune.train.commands import export_command
+    from crosstune.train.recipes.export import export_command
 
     root = tmp_path_factory.mktemp("serve")
     torch.manual_seed(0)
@@ -151,7 +152,7 @@ def test_cohere_and_infinity_shape(server, pipeline):
 
 
 def test_a_fused_score_is_returned_as_it_is(pipeline):
-    from crosstune.train.pipeline import Fusion
+    from crosstune.train.ranking.fusion import Fusion
 
     fused = pipeline.with_fusion(Fusion(weight=0.4, source="this test"))
     expected = by_index(fused.rerank(QUERY, TEXTS))

@@ -13,11 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 from crosstune.data.types import DataError
-from crosstune.train.checkpoint import list_checkpoints
 from crosstune.train.cli import main
-from crosstune.train.commands import evaluate_command, export_command, mine_command, rerank_command
 from crosstune.train.config import run_dir
-from crosstune.train.loop import train
+from crosstune.train.recipes.evaluate import evaluate_command
+from crosstune.train.recipes.export import export_command
+from crosstune.train.recipes.mine import mine_command
+from crosstune.train.recipes.rerank import rerank_command
+from crosstune.train.recipes.train import train
+from crosstune.train.training.checkpoint import list_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +57,8 @@ def test_end_to_end_mine_train_export_crossencoder_evaluate(tiny_cfg, capsys):
 
     # the export, the checkpoint and sentence-transformers give the same scores
     from sentence_transformers import CrossEncoder
-    from crosstune.train.scoring import CrossEncoderScorer
+
+    from crosstune.train.ranking.scorers import CrossEncoderScorer
 
     pairs = [("can my landlord raise the rent twice a year?", "Residential Tenancies Act: A landlord must not..."),
              ("how long is location data kept?", "We retain location data for 18 months."),
@@ -274,7 +278,7 @@ def test_cli_errors_name_the_key_and_the_fix(tiny_cfg, capsys):
 def test_a_classifier_with_two_labels_is_refused(tmp_path, tiny_model):
     from transformers import AutoConfig, BertForSequenceClassification
 
-    from crosstune.train.model import load_model
+    from crosstune.train.artifact.model import load_model
 
     config = AutoConfig.from_pretrained(tiny_model, num_labels=2)
     BertForSequenceClassification(config).save_pretrained(tmp_path / "two")
@@ -283,7 +287,7 @@ def test_a_classifier_with_two_labels_is_refused(tmp_path, tiny_model):
 
 
 def test_default_base_is_checksum_verified(monkeypatch):
-    from crosstune.train import model
+    from crosstune.train.artifact import model
 
     folder = model.resolve_model(model.DEFAULT_BASE)
     assert os.path.exists(os.path.join(folder, "model.safetensors"))
@@ -296,7 +300,7 @@ def test_demo_overwrite_keeps_the_previous_run_until_the_new_one_finishes(tiny_m
     root = tmp_path / "runs"
     (root / "demo" / "eval_test").mkdir(parents=True)
     (root / "demo" / "eval_test" / "report.md").write_text("the previous demo")
-    tiny = [f"model.name={tiny_model}", f"run.root={root}", "model.max_length=64", "train.max_steps=2",
+    tiny = [f"model.name={tiny_model}", f"run.root={root}", "model.max_length=64", "train.max_steps=2", "train.precision=no",
             "train.eval_every=2", "train.save_every=2"]
     # a demo that fails part-way (here: training) leaves the previous run where it can be moved back
     assert main(["demo", "--overwrite", *tiny, f"train.dataset={tmp_path / 'missing'}"]) == 2
@@ -308,7 +312,7 @@ def test_demo_overwrite_keeps_the_previous_run_until_the_new_one_finishes(tiny_m
 
 
 def test_auto_precision_is_measured_and_trains(tiny_cfg, mined_tiny, monkeypatch, capsys):
-    from crosstune.train import scoring
+    from crosstune.train.ranking import scorers as scoring
 
     scoring.bf16_faster_on_cpu.cache_clear()
     monkeypatch.setattr(scoring, "cpu_has_bf16", lambda: False)  # no bf16 units: never bf16, nothing timed

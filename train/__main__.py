@@ -1,7 +1,9 @@
 """`python -m crosstune.train --config X` (and `accelerate launch -m crosstune.train --config X`) runs the train command."""
+from __future__ import annotations
+
 import sys
 
-from .cli import main
+from crosstune.train.cli import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

@@ -4,15 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
-import time
-from pathlib import Path
 
 from crosstune.data.types import DataError
-
-HOME = Path(__file__).resolve().parent.parent
-DEMO_DATA = HOME / "data" / "demo"
+from crosstune.train.recipes.demo import run_demo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,48 +96,6 @@ def split_rerank_args(args) -> None:
     args.query = " ".join(rest) if rest else None
 
 
-def run_demo(args) -> None:
-    from .commands import evaluate_command, export_command, mine_command
-    from .config import load_config, run_dir
-    from .loop import train
-
-    cfg = load_config(args.config or HOME / "configs" / "demo.yaml", args.overrides)
-    if cfg.data.path == "data/demo" and not Path(cfg.data.path).exists():
-        cfg.data.path = str(DEMO_DATA)  # run from any folder: the demo set ships inside the package
-    out = run_dir(cfg)
-    previous = None
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            raise DataError(f"{out} already holds a demo run; pass --overwrite to replace it or run.name=<new name>")
-        # a finished demo is set aside, not deleted, so one that fails part-way leaves it to move back; the
-        # leftovers of an unfinished one go (an earlier finished one stays set aside)
-        previous = out.with_name(f".{out.name}.previous")
-        if (out / f"eval_{cfg.data.test_split}" / "report.md").exists():
-            shutil.rmtree(previous, ignore_errors=True)
-            out.rename(previous)
-        else:
-            shutil.rmtree(out)
-        if previous.exists():
-            print(f"demo | the previous {out} is kept in {previous} until this run finishes")
-        else:
-            previous = None
-    seconds = {}
-    for name, step in [("mine", lambda: mine_command(cfg)), ("train", lambda: train(cfg)),
-                       ("export", lambda: export_command(cfg)), ("evaluate", lambda: evaluate_command(cfg))]:
-        print(f"\n== {name} ==")
-        t0 = time.time()
-        result = step()
-        seconds[name] = time.time() - t0
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
-    print("\n== demo: wall time per step ==")
-    print("  ".join(f"{k} {v:.0f}s" for k, v in seconds.items()) + f"  total {sum(seconds.values()):.0f}s")
-    from .metrics import headline
-
-    print(f"{headline(result, 'reranked')} on {result['queries']} held-out {cfg.data.test_split} queries; "
-          f"report: {out / f'eval_{cfg.data.test_split}' / 'report.md'}")
-
-
 def flag_overrides(args) -> list[str]:
     """`mine --pseudo-queries/--pseudo-file/--teacher` as overrides after the others (so they win and are checked with
     the rest), quoted so a path reads as a string whatever it holds."""
@@ -152,12 +105,12 @@ def flag_overrides(args) -> list[str]:
 
 
 def dispatch(args) -> None:
-    from .config import load_config
+    from crosstune.train.config import load_config
 
     if args.command == "demo":
         return run_demo(args)
     if args.command == "plot":
-        from .dashboard import plot_runs
+        from crosstune.train.evaluation.dashboard import plot_runs
 
         print(f"plot | {', '.join(args.runs)} -> {plot_runs(args.runs, args.output)}")
         return
@@ -165,23 +118,23 @@ def dispatch(args) -> None:
         split_rerank_args(args)
     cfg = load_config(args.config, [*args.overrides, *flag_overrides(args)])
     if args.command == "mine":
-        from .commands import mine_command
+        from crosstune.train.recipes.mine import mine_command
 
         mine_command(cfg, args.overwrite)
     elif args.command == "train":
-        from .loop import train
+        from crosstune.train.recipes.train import train
 
         train(cfg, resume=args.resume, overwrite=args.overwrite, cpu=args.cpu)
     elif args.command == "export":
-        from .commands import export_command
+        from crosstune.train.recipes.export import export_command
 
         export_command(cfg, args.checkpoint, args.overwrite, args.fmt)
     elif args.command == "evaluate":
-        from .commands import evaluate_command
+        from crosstune.train.recipes.evaluate import evaluate_command
 
         evaluate_command(cfg, args.model, args.split, args.output, args.overwrite)
     elif args.command == "serve":
-        from .serve import serve_command
+        from crosstune.train.recipes.serve import serve_command
 
         # the pipeline takes the config only where one was given: otherwise the export's manifest alone decides
         # how it ranks (the defaults' eval.depth could contradict the depth its fusion weights were tuned at)
@@ -189,7 +142,7 @@ def dispatch(args) -> None:
         serve_command(args.model, cfg, cfg if args.config or ranking_keys else None, search=bool(args.config),
                       host=args.host, port=args.port)
     elif args.command == "rerank":
-        from .commands import read_query_file, rerank_command
+        from crosstune.train.recipes.rerank import read_query_file, rerank_command
 
         if not args.query and not args.queries:
             raise DataError("rerank needs a query: crosstune rerank --config X \"your question\" (or --queries FILE)")

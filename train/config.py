@@ -12,7 +12,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from crosstune.data.bm25 import BM25Config
 from crosstune.data.chunking import validate as validate_chunking
 from crosstune.data.loading import DataConfig, chunking_of
-from crosstune.data.mining import MiningConfig, validate as validate_mining
+from crosstune.data.mining import MiningConfig
+from crosstune.data.mining import validate as validate_mining
 from crosstune.data.types import DataError
 
 
@@ -136,8 +137,11 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
 
 
+# the losses that read a teacher's scores (mined with `crosstune mine --teacher`)
+DISTILL = ("margin-mse", "kl")
+
 CHOICES = {
-    "train.loss": ("listwise", "bce", "margin-mse", "kl"),
+    "train.loss": ("listwise", "bce", *DISTILL),
     "train.schedule": ("linear", "cosine", "constant"),
     "train.precision": ("auto", "no", "fp16", "bf16"),
     "bm25.backend": ("bm25s", "rank_bm25"),
@@ -154,6 +158,7 @@ CHOICES = {
 # keys older configs may still hold, and what replaced them
 REMOVED = {"eval.dev_depth": "it was removed: dev checks rerank eval.depth candidates, the depth the fusion weights "
                              "they tune are applied at; delete the key"}
+
 
 RANGES = [
     ("train.group_size", lambda v: v >= 2, "an integer >= 2 (1 positive + at least 1 negative)"),
@@ -304,7 +309,7 @@ def validate(cfg: Config) -> None:
 
 def validate_distill(cfg: Config) -> None:
     """Distillation and student keys that only make sense together."""
-    if cfg.train.distill_weight < 1 and cfg.train.loss not in ("margin-mse", "kl"):
+    if cfg.train.distill_weight < 1 and cfg.train.loss not in DISTILL:
         raise DataError(f"train.distill_weight={cfg.train.distill_weight} mixes a teacher into the loss, but "
                         f"train.loss={cfg.train.loss}; set train.loss to margin-mse or kl (or the weight to 1)")
     if cfg.model.layers and cfg.model.freeze_layers > cfg.model.layers:

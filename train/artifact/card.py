@@ -1,0 +1,113 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+from crosstune.train.artifact.manifest import serving_config
+from crosstune.train.artifact.model import DEFAULT_BASE, ONNX_GRAPH
+from crosstune.train.config import DISTILL, Config, to_yaml
+
+
+def format_note(fmt: str, fields: dict) -> tuple[str, str]:
+    """(a paragraph on what this folder holds, the Python lines that load it) for the card."""
+    if fmt == "hf":
+        return ("A Hugging Face folder: `model.safetensors`, `config.json` (one label), `tokenizer.json`.",
+                'from sentence_transformers import CrossEncoder\nmodel = CrossEncoder("path/to/this/folder")')
+    how = fields.get("onnx", {})
+    made = how.get("optimizer", "") if fmt == "onnx" else f"{how.get('quantization')}; made for this CPU's kind"
+    note = (f"An ONNX export ({made}) at `{ONNX_GRAPH}`, with `config.json` and `tokenizer.json`; no torch weights "
+            "(fine-tune or run in torch from the hf export). It loads in sentence-transformers' ONNX backend, plain "
+            "onnxruntime (inputs `input_ids`, `attention_mask`, `token_type_ids`; output `logits`), and crosstune.")
+    if fmt == "onnx-int8":
+        note += (" int8 scores are close to, not equal to, the fp32 model's; the fusion weights were tuned with the "
+                 "fp32 scores.")
+    return note, 'from sentence_transformers import CrossEncoder\nmodel = CrossEncoder("path/to/this/folder", backend="onnx")'
+
+
+def training_note(cfg: Config, base: str) -> str:
+    """What the model learned from and how: queries, negatives, loss, teacher, and what of the base it keeps."""
+    
+    kinds = cfg.mining.pseudo_queries
+    queries = (f"pseudo-queries made from the corpus itself ({kinds}"
+               + (f"; pairs from `{cfg.mining.pseudo_file}`" if cfg.mining.pseudo_file else "") + "), no judged query"
+               if kinds and kinds != "none" else f"the judged queries of split `{cfg.data.train_split}`")
+    lines = [f"- Queries: {queries}, over `{cfg.data.path}`.",
+             f"- Hard negatives: BM25 ({cfg.bm25.method}, k1={cfg.bm25.k1}, b={cfg.bm25.b}) ranks "
+             f"{list(cfg.mining.negative_range)} of the top {cfg.mining.depth}, {cfg.mining.num_negatives} per positive."]
+    loss = f"- Loss: `{cfg.train.loss}`, groups of 1 positive + {cfg.train.group_size - 1} negatives"
+    if cfg.train.loss in DISTILL:
+        loss += (f", distilled from the teacher `{cfg.mining.teacher or '?'}` (its scores added at mining)"
+                 + (f", mixed {cfg.train.distill_weight} : {1 - cfg.train.distill_weight:.2f} with the listwise loss on the labels"
+                    if cfg.train.distill_weight < 1 else ""))
+    lines.append(loss + ".")
+    if cfg.model.layers:
+        lines.append(f"- A student: the first {cfg.model.layers} transformer layers of `{base}`, the rest dropped "
+                     "(config.json's num_hidden_layers says so; it loads as any model of its architecture).")
+    frozen = (["embeddings"] if cfg.model.freeze_embeddings else []) + (
+        [f"layers 0-{cfg.model.freeze_layers - 1}"] if cfg.model.freeze_layers else [])
+    if frozen:
+        lines.append(f"- Kept as `{base}` had them: {', '.join(frozen)}.")
+    return "\n".join(lines)
+
+
+def model_card(cfg: Config, dev_metrics: dict | None, fmt: str = "hf", fields: dict | None = None,
+               dev_table: str = "") -> str:
+    """README.md of an export; `dev_table` is the dev metrics as the reports lay them out (made by the caller: the
+    tables belong to evaluation/, a floor above this one)."""
+    base = "sentence-transformers/all-MiniLM-L6-v2" if cfg.model.name == DEFAULT_BASE else cfg.model.name
+    if dev_metrics:
+        metrics = (f"Split `{dev_metrics.get('split', cfg.data.dev_split)}` (the one that chose this checkpoint and "
+                   f"the fusion weights, so these figures are in-sample), BM25 top-{dev_metrics.get('depth')} reranked, step "
+                   f"{dev_metrics['step']}; `reranked` fuses BM25 with weight {dev_metrics['fusion_weight']}"
+                   + (f" and the bi-encoder with weight {dev_metrics['biencoder_weight']}"
+                      if dev_metrics.get("biencoder_weight") else "") + ", "
+                   f"`cross-encoder` is this model alone:\n\n{dev_table}")
+    else:
+        metrics = "No dev evaluation was run for this model."
+    fusion = serving_config(cfg, dev_metrics)["fusion"]
+    weight, bi_weight = fusion["weight"], fusion["biencoder_weight"]
+    # the bundled base is all-MiniLM-L6-v2: name it as the Hub does, so a server can fetch the same bi-encoder
+    bi_name = "sentence-transformers/all-MiniLM-L6-v2" if fusion["biencoder"] == DEFAULT_BASE else fusion["biencoder"]
+    bi_term = f" + {bi_weight} * cosine(bi-encoder `{bi_name}`)" if bi_weight else ""
+    title_note = "`<title>: <text>`" if cfg.data.use_title else "the passage text alone"
+    folder_note, load = format_note(fmt, fields or {})
+    tags = "cross-encoder, reranker, crosstune" + (", onnx" if fmt != "hf" else "")
+    return f"""---
+base_model: {base}
+library_name: sentence-transformers
+pipeline_tag: text-ranking
+tags: [{tags}]
+---
+# Cross-encoder reranker: {cfg.run.name}
+
+Fine-tuned with crosstune from `{base}` as a cross-encoder (one relevance logit per query-passage pair).
+
+## Format: {fmt}
+{folder_note} `crosstune.json` lists every file's sha256; crosstune checks them when it loads the folder.
+
+## Scores
+Scores are **raw logits**, not probabilities: higher means more relevant, and only their order within a
+query matters. `config.json` sets sentence-transformers' `activation_fn` to Identity, so
+`CrossEncoder.predict` returns the same logits; apply a sigmoid yourself if you want values in (0, 1).
+
+crosstune ranks by `{weight} * bm25{bi_term} + {1 - weight - bi_weight:.2f} * logit`, each min-max normalised over
+a query's candidates (weights tuned on dev; `crosstune.json` carries them). With weights 0 the logits alone rank.
+
+## Inputs
+Pairs of (query, passage) where the passage is {title_note}, truncated to {cfg.model.max_length} tokens in
+total. `crosstune.json` records this for serving code.
+
+```python
+{load}
+scores = model.predict([("query", "passage"), ...])
+```
+
+## Training
+{training_note(cfg, base)}
+
+## Dev metrics
+{metrics}
+
+## Training config
+```yaml
+{to_yaml(cfg).rstrip()}
+```
+"""

@@ -1,0 +1,214 @@
+"""The ranking path, built in one place: BM25 -> optional bi-encoder -> cross-encoder -> fusion.
+
+The dev check in training, `crosstune evaluate`, `crosstune rerank` and `crosstune serve` all rank through a
+`RankingPipeline`, so no two of them can order the same candidates differently. Loaded from an export, it reads
+the export's manifest (crosstune.json: passage format, max length, fusion weights and the depth they were tuned
+at) and never imports the training loop:
+
+    from crosstune.train.pipeline import RankingPipeline
+    pipe = RankingPipeline.load("checkpoints/legal/export")
+    hits = pipe.rerank("who may terminate the lease?", passages, top_n=5)   # [Hit(index, score, ...)], best first
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from crosstune.data.bm25 import BM25Config, BM25Index, score_texts
+from crosstune.data.types import Corpus, DataError, Doc, Queries, Run, ranked
+from crosstune.train.artifact.manifest import read_manifest
+from crosstune.train.ranking.aggregation import budget_candidates, document_ranking
+from crosstune.train.ranking.candidates import score_candidates, with_tail
+from crosstune.train.ranking.fusion import Fusion, fuse
+from crosstune.train.ranking.scorers import Scorer
+from crosstune.train.ranking.settings import check_biencoder, config_from_manifest, resolve_fusion
+
+
+@dataclass(frozen=True)
+class Hit:
+    doc_id: str  # the passage id (search), or the text's position as a string (rerank)
+    index: Optional[int]  # position in the texts given (rerank); None for search
+    score: float  # the ranking score: fused when the pipeline fuses, else the cross-encoder's logit
+    logit: Optional[float]  # the cross-encoder's logit; None for a candidate past the rerank depth
+    title: str
+    text: str
+
+
+@dataclass
+class Ranking:
+    """One ranking of a Run's queries: the final order and the signals it was fused from."""
+
+    final: Run
+    cross_encoder: Run  # logits of each query's top-`depth`
+    biencoder: Optional[Run] = None
+
+
+@dataclass
+class DocumentRanking:
+    """Documents ranked by their passages: the passages reranked (a passage budget's worth) and the documents."""
+
+    ranking: Ranking  # over the candidate passages
+    documents: Run  # by their passages' final scores, then the first stage's other documents in its document order
+
+
+class RankingPipeline:
+    """A scorer plus everything that decides how it ranks: passage format, rerank depth, fusion, and (for search) a
+    corpus with its BM25 index. Not safe to call from two threads at once: a server calls it from one worker."""
+
+    def __init__(self, scorer: Scorer, *, depth: int = 100, use_title: bool = True, fusion: Fusion = Fusion(),
+                 biencoder=None, corpus: Optional[Corpus] = None, index: Optional[BM25Index] = None,
+                 bm25: Optional[BM25Config] = None, model: str = "", manifest: Optional[dict] = None):
+        if fusion.biencoder_weight and biencoder is None:
+            raise DataError(f"the fusion gives the bi-encoder weight {fusion.biencoder_weight} but none is loaded")
+        self.scorer, self.depth, self.use_title, self.fusion = scorer, depth, use_title, fusion
+        self.biencoder, self.corpus, self.index = biencoder, corpus, index
+        self.bm25 = bm25 or (index.cfg if index is not None else BM25Config())
+        self.model, self.manifest = model, manifest or {}
+
+    @classmethod
+    def load(cls, model: str, cfg=None, *, search: bool = False, key: str = "--model",
+             progress: bool = False) -> "RankingPipeline":
+        """From an export (or best/, a checkpoint, a cross-encoder folder). `cfg` supplies eval.* (depth, batch size,
+        precision, fusion overrides), bm25.* and, with search=True, the corpus (data.*) and its saved BM25 index.
+        Without one, the export's manifest says how it ranks: its max length and the depth its weights were tuned at."""
+        from crosstune.train.config import mined_dir
+        from crosstune.train.ranking.scorers import (
+            load_scorer,  # torch for an hf export, onnxruntime for onnx / onnx-int8 (its manifest says)
+        )
+
+        # with a config, the run's folder holds the saved BM25 index and the bi-encoder's embedding cache
+        run_folder = mined_dir(cfg) if cfg is not None else None
+        manifest = read_manifest(model) if Path(model).is_dir() else {}
+        cfg = cfg or config_from_manifest(manifest)
+        fusion = resolve_fusion(manifest, model, cfg.eval.depth, cfg.eval.fusion_weight, cfg.eval.biencoder_weight,
+                                cfg.eval.biencoder)
+        # the model before the corpus: a bad path or a file changed since export stops here, before the slow steps
+        # (load_scorer checks the folder and the manifest's hashes once); the query budget is the one it trained with
+        budget = manifest.get("max_query_tokens", cfg.model.max_query_tokens)
+        scorer = load_scorer(model, max_length=cfg.model.max_length, key=key, progress=progress,
+                             batch_size=cfg.eval.batch_size, precision=cfg.eval.precision, max_query_tokens=budget)
+        biencoder = None
+        if fusion.biencoder_weight:
+            from crosstune.train.ranking.biencoder import BiEncoderScorer
+
+            check_biencoder(fusion.biencoder, model)
+            biencoder = BiEncoderScorer(fusion.biencoder, run_folder / "biencoder" if run_folder else None,
+                                        progress=progress)
+        use_title = manifest.get("use_title", cfg.data.use_title)
+        corpus = index = None
+        if search:
+            from crosstune.data.bm25 import load_or_build
+            from crosstune.train.ranking.passages import load_passages
+
+            corpus = load_passages(cfg)
+            index = load_or_build(corpus, cfg.bm25, run_folder / "index" if run_folder else None, cfg.data.use_title)
+        return cls(scorer, depth=cfg.eval.depth, use_title=use_title, fusion=fusion, biencoder=biencoder,
+                   corpus=corpus, index=index, bm25=cfg.bm25, model=model, manifest=manifest)
+
+    def with_fusion(self, fusion: Fusion, biencoder=None) -> "RankingPipeline":
+        """The same scorer and candidates under other weights (the dev check tunes them, then ranks with them)."""
+        new = RankingPipeline.__new__(RankingPipeline)
+        new.__dict__.update(self.__dict__, fusion=fusion, biencoder=biencoder or self.biencoder)
+        return new
+
+    # -- the one ranking path ---------------------------------------------------------------------------------------
+    def signals(self, first_stage: Run, queries: Queries, corpus: Corpus, depth: Optional[int] = None,
+                biencoder_run: Optional[Run] = None) -> tuple[Run, Optional[Run]]:
+        """Cross-encoder logits of each query's top-`depth` (one scorer call, batched across queries), and the
+        bi-encoder's cosines when the fusion uses them (`biencoder_run` when the caller has them already)."""
+        depth = depth or self.depth
+        ce = score_candidates(first_stage, queries, corpus, self.scorer, depth, self.use_title)
+        bi = biencoder_run
+        if bi is None and self.fusion.biencoder_weight:
+            bi = self.biencoder.score_run(first_stage, queries, corpus, depth, self.use_title)
+        return ce, bi
+
+    def fuse(self, first_stage: Run, ce: Run, bi: Optional[Run] = None) -> Run:
+        """The final order: the fused top-`depth`, then the remaining candidates in first-stage order."""
+        f = self.fusion
+        return with_tail(fuse(first_stage, ce, f.weight, bi, f.biencoder_weight), first_stage)
+
+    def rank(self, first_stage: Run, queries: Queries, corpus: Corpus, depth: Optional[int] = None,
+             biencoder_run: Optional[Run] = None) -> Ranking:
+        ce, bi = self.signals(first_stage, queries, corpus, depth, biencoder_run)
+        return Ranking(self.fuse(first_stage, ce, bi), ce, bi)
+
+    def rank_documents(self, first_stage: Run, queries: Queries, corpus: Corpus, how: str = "maxp", k: int = 3,
+                       budget: Optional[int] = None, separator: str = "#") -> DocumentRanking:
+        """Documents from a (deep) first-stage passage run: the passages of its top documents are reranked, up to
+        `budget` passages (default: the depth), and documents ranked by `how` (maxp, firstp, sump, mean-top-k) over
+        their passages' final scores; the first stage's other documents follow in its document order."""
+        budget = budget or self.depth
+        candidates = budget_candidates(first_stage, budget, how, k, separator)
+        ranking = self.rank(candidates, queries, corpus, budget)
+        return DocumentRanking(ranking, document_ranking(ranking.final, first_stage, how, k, separator))
+
+    # -- texts a caller brings ---------------------------------------------------------------------------------------
+    def rerank(self, query: str, texts: list[str], top_n: Optional[int] = None) -> list[Hit]:
+        return self.rerank_many([(query, texts)], top_n)[0]
+
+    def rerank_many(self, requests: list[tuple[str, list[str]]], top_n: Optional[int] = None) -> list[list[Hit]]:
+        """Rerank every text of each (query, texts) request, all pairs in one scorer call. The BM25 term of the fusion
+        is scored over each request's own texts (their own statistics: the caller has no index to give)."""
+        queries: Queries = {}
+        corpus: Corpus = {}
+        first_stage: Run = {}
+        for r, (query, texts) in enumerate(requests):
+            qid = f"r{r}"
+            queries[qid] = query
+            # zero-padded ids: the tie rule (score, then id) then keeps the caller's order among equal scores
+            ids = [f"{qid}:{i:07d}" for i in range(len(texts))]
+            corpus.update((d, Doc("", t)) for d, t in zip(ids, texts))
+            bm25 = score_texts(query, texts, self.bm25) if self.fusion.weight else [0.0] * len(texts)
+            first_stage[qid] = dict(zip(ids, bm25))
+        # every text a caller brings is reranked: the depth is the longest request (tuned weights are applied as
+        # they are, whatever the number of texts; the caller chose the candidates)
+        depth = max((len(t) for _, t in requests), default=1) or 1
+        ranking = self.rank(first_stage, queries, corpus, depth)
+        return [self.hits(ranking, f"r{r}", corpus, top_n, rerank=True) for r in range(len(requests))]
+
+    # -- search over the configured corpus ---------------------------------------------------------------------------
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        return self.search_many([query], k)[0]
+
+    def search_many(self, queries: list[str], k: int = 10) -> list[list[Hit]]:
+        """BM25 top-`depth` from the corpus, reranked and fused exactly as `crosstune evaluate` does; the top k."""
+        if self.index is None or self.corpus is None:
+            raise DataError("search needs a corpus: load the pipeline with a config (data.path) and search=True")
+        qs = {f"q{i}": q for i, q in enumerate(queries)}
+        first_stage = self.index.search(qs, max(self.depth, k))
+        ranking = self.rank(first_stage, qs, self.corpus)
+        return [self.hits(ranking, q, self.corpus, k) for q in qs]
+
+    def hits(self, ranking: Ranking, qid: str, corpus: Corpus, top_n: Optional[int], rerank: bool = False) -> list[Hit]:
+        order = ranked(ranking.final.get(qid, {}))
+        out = []
+        for did in order[:top_n] if top_n else order:
+            doc, logit = corpus[did], ranking.cross_encoder.get(qid, {}).get(did)
+            index = int(did.rsplit(":", 1)[1]) if rerank else None
+            out.append(Hit(str(index) if rerank else did, index, ranking.final[qid][did], logit, doc.title, doc.text))
+        return out
+
+    # -- what a client or a report needs to know ----------------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        return self.scorer.max_length
+
+    @property
+    def format(self) -> str:
+        return self.manifest.get("format", "hf")
+
+    def pair_lengths(self, query: str, texts: list[str]) -> list[int]:
+        """Tokens in each (query, text) pair before truncation, special tokens included."""
+        enc = self.scorer.tokenizer([query] * len(texts), list(texts), truncation=False)
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def info(self) -> dict:
+        return {"model": self.model, "format": self.format, "max_length": self.max_length, "depth": self.depth,
+                "max_query_tokens": getattr(self.scorer, "max_query_tokens", 0),
+                "use_title": self.use_title, "precision": getattr(self.scorer, "precision", None),
+                "scores": "fused (in [0, 1])" if self.fusion.fused else "logits",
+                "fusion": dataclasses.asdict(self.fusion), "selection": self.manifest.get("selection"),
+                "corpus": len(self.corpus) if self.corpus is not None else None}

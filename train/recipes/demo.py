@@ -1,0 +1,57 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from crosstune.data.types import DataError
+
+HOME = Path(__file__).resolve().parents[2]
+
+
+DEMO_DATA = HOME / "data" / "demo"
+
+
+def run_demo(args) -> None:
+    from crosstune.train.config import load_config, run_dir
+    from crosstune.train.recipes.evaluate import evaluate_command
+    from crosstune.train.recipes.export import export_command
+    from crosstune.train.recipes.mine import mine_command
+    from crosstune.train.recipes.train import train
+
+    cfg = load_config(args.config or HOME / "configs" / "demo.yaml", args.overrides)
+    if cfg.data.path == "data/demo" and not Path(cfg.data.path).exists():
+        cfg.data.path = str(DEMO_DATA)  # run from any folder: the demo set ships inside the package
+    out = run_dir(cfg)
+    previous = None
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            raise DataError(f"{out} already holds a demo run; pass --overwrite to replace it or run.name=<new name>")
+        # a finished demo is set aside, not deleted, so one that fails part-way leaves it to move back; the
+        # leftovers of an unfinished one go (an earlier finished one stays set aside)
+        previous = out.with_name(f".{out.name}.previous")
+        if (out / f"eval_{cfg.data.test_split}" / "report.md").exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            out.rename(previous)
+        else:
+            shutil.rmtree(out)
+        if previous.exists():
+            print(f"demo | the previous {out} is kept in {previous} until this run finishes")
+        else:
+            previous = None
+    seconds = {}
+    for name, step in [("mine", lambda: mine_command(cfg)), ("train", lambda: train(cfg)),
+                       ("export", lambda: export_command(cfg)), ("evaluate", lambda: evaluate_command(cfg))]:
+        print(f"\n== {name} ==")
+        t0 = time.time()
+        result = step()
+        seconds[name] = time.time() - t0
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+    print("\n== demo: wall time per step ==")
+    print("  ".join(f"{k} {v:.0f}s" for k, v in seconds.items()) + f"  total {sum(seconds.values()):.0f}s")
+    from crosstune.train.evaluation.metrics import headline
+
+    print(f"{headline(result, 'reranked')} on {result['queries']} held-out {cfg.data.test_split} queries; "
+          f"report: {out / f'eval_{cfg.data.test_split}' / 'report.md'}")
