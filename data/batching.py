@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from .truncation import cut_queries
+from .truncation import counted_cut, cut_queries, kept
 from .types import DataError
 
 
@@ -118,3 +118,54 @@ def tokenize_pairs(tokenizer, queries: list[str], passages: list[str], max_lengt
     queries = cut_queries(tokenizer, queries, max_query_tokens)
     return dict(tokenizer(queries, passages, truncation="longest_first", max_length=max_length,
                           padding=True, return_tensors="pt"))
+
+
+def encode_pairs(tokenizer, queries: list[str], passages: list[str], max_length: int,
+                 max_query_tokens: int = 0) -> tuple[dict, list[int]]:
+    """tokenize_pairs' features and each pair's tokens before any cut (the whole query, the passage and the special
+    tokens: what a server reports as usage and checks for truncate=false), from one tokenizer call per pair: the
+    pairs are tokenized uncut, then cut as tokenize_pairs cuts them (the query budget on the text first, then
+    longest_first on the ids, as data/truncation.py's `kept` computes it)."""
+    if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "truncation_side", "right") != "right":
+        # where each side starts needs a Rust tokenizer's sequence ids, and a left cut is not the one done below
+        uncut = tokenizer(queries, passages, truncation=False, verbose=False)
+        return tokenize_pairs(tokenizer, queries, passages, max_length, max_query_tokens), [
+            len(ids) for ids in uncut["input_ids"]]
+    done: dict[str, tuple[str, int]] = {}  # each distinct query cut once (a request repeats it for every text)
+    for q in queries:
+        if q not in done:
+            done[q] = counted_cut(tokenizer, q, max_query_tokens)
+    enc = tokenizer([done[q][0] for q in queries], passages, truncation=False, verbose=False)
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    rows: dict[str, list] = {key: [] for key in enc.keys()}
+    lengths = []
+    for i, q in enumerate(queries):
+        sides = enc.sequence_ids(i)  # 0: a query token, 1: a passage token, None: a special token
+        n_query, n_passage = sides.count(0), sides.count(1)
+        spans = dropped(sides, (n_query, n_passage), kept(n_query, n_passage, room))
+        for key, values in enc.items():
+            rows[key].append(without(values[i], spans))
+        # a budget cut the query's text before the call: count the whole query, as an uncut pair has it
+        lengths.append(len(sides) - n_query + (done[q][1] or n_query))
+    return dict(tokenizer.pad(rows, padding=True, return_tensors="pt")), lengths
+
+
+def dropped(sides: list, lengths: tuple[int, int], keep: tuple[int, int]) -> list[tuple[int, int]]:
+    """The [start, stop) positions longest_first removes: each side's tokens past those it keeps (a side's tokens
+    are contiguous in a pair, between the special tokens)."""
+    spans = []
+    for side, (n, k) in enumerate(zip(lengths, keep)):
+        if k < n:
+            start = sides.index(side) + k
+            spans.append((start, start + n - k))
+    return sorted(spans)
+
+
+def without(values: list, spans: list[tuple[int, int]]) -> list:
+    if not spans:
+        return values
+    out, at = [], 0
+    for start, stop in spans:
+        out += values[at:start]
+        at = stop
+    return out + values[at:]

@@ -22,9 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .chunking import document_lengths, passage_origin, passages_by_document, parse_chunk_id
-from .loading import (DataConfig, check_qrels, detect_format, load_hf_table, load_qrels, load_queries, load_split,
-                      qrels_file, split_source, with_threshold, keep_side)
+from .chunking import document_lengths, parse_chunk_id, passage_origin, passages_by_document
+from .loading import (
+    DataConfig,
+    check_qrels,
+    detect_format,
+    keep_side,
+    load_hf_table,
+    load_qrels,
+    load_queries,
+    load_split,
+    qrels_file,
+    split_source,
+    with_threshold,
+)
 from .readers import INTEGER, iter_lines
 from .splits import HOLDOUT, held_out_passages
 from .types import Corpus, DataError, Qrels, Queries

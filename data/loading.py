@@ -7,9 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .chunking import Chunking, chunk_corpus, tokenizer_spans, validate as validate_chunking, word_spans
-from .readers import (add_judgment, first_existing, read_beir_corpus, read_beir_queries, read_qrels_tsv,
-                      read_text_folder, read_tsv_pairs, text_folder)
+from .chunking import Chunking, chunk_corpus, tokenizer_spans, word_spans
+from .chunking import validate as validate_chunking
+from .readers import (
+    add_judgment,
+    first_existing,
+    read_beir_corpus,
+    read_beir_queries,
+    read_qrels_tsv,
+    read_text_folder,
+    read_tsv_pairs,
+    text_folder,
+)
 from .splits import HOLDOUT, carve_holdout
 from .types import Corpus, DataError, Doc, Qrels, Queries
 

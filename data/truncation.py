@@ -18,11 +18,16 @@ WARN_TOKENS = 0.05  # ...or this share of all tokens is lost
 
 def cut_query(tokenizer, query: str, budget: int) -> str:
     """The query's first `budget` tokens, as text (cut at a token's end, so re-tokenizing gives those tokens)."""
+    return counted_cut(tokenizer, query, budget)[0]
+
+
+def counted_cut(tokenizer, query: str, budget: int) -> tuple[str, int]:
+    """cut_query, and the tokens of the whole query (0 without a budget: then the query is not tokenized)."""
     if budget <= 0:
-        return query
+        return query, 0
     enc = tokenizer(query, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
     offsets = enc["offset_mapping"]
-    return query if len(offsets) <= budget else query[:offsets[budget - 1][1]]
+    return (query if len(offsets) <= budget else query[:offsets[budget - 1][1]]), len(offsets)
 
 
 def cut_queries(tokenizer, queries: Sequence[str], budget: int) -> list[str]:

@@ -404,7 +404,15 @@ def test_mine_train_evaluate_whole_documents_from_the_cli(tiny_model, tmp_path, 
     assert stats["truncation"]["pairs"] == 8 * 4 and "pairs cut at max_length 64" in out
     assert main(["train", *args]) == 0
     dev = json.loads((tmp_path / "runs" / "tiny" / "best" / "dev_metrics.json").read_text())
-    assert dev["queries"] == 2  # documents, ranked by their passages
+    assert dev["queries"] == 2 and dev["level"] == "document"  # documents, ranked by their passages
+    # the dev check ranked them as `evaluate` does (fp32 both: the check scores in train.precision)
+    assert main(["evaluate", *args, "eval.precision=no", "--split", "dev", "--model",
+                 str(tmp_path / "runs" / "tiny" / "best")]) == 0
+    from test_settings import assert_dev_equals_evaluate
+
+    report = json.loads((tmp_path / "runs" / "tiny" / "eval_dev" / "report.json").read_text())
+    assert report["level"] == "document"
+    assert_dev_equals_evaluate(tmp_path / "runs" / "tiny", report)
     assert main(["export", *args]) == 0
     manifest = json.loads((tmp_path / "runs" / "tiny" / "export" / "crosstune.json").read_text())
     assert manifest["max_query_tokens"] == 16 and manifest["chunking"]["method"] == "paragraphs"

@@ -78,19 +78,6 @@ def bare_onnxruntime(folder: Path, pairs) -> np.ndarray:
     return np.concatenate(out)
 
 
-def st_onnx_backend() -> bool:
-    """sentence-transformers' ONNX backend runs on optimum-onnx, whose releases so far require transformers < 4.58."""
-    try:
-        import optimum.onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_st_onnx = pytest.mark.skipif(not st_onnx_backend(), reason="optimum-onnx (sentence-transformers' ONNX "
-                                   "backend) is not installable beside transformers 5")
-
-
 def test_onnx_scores_equal_torch_in_crosstune_and_onnxruntime(exported, pairs):
     torch_scorer = load_scorer(str(exported["hf"]), device="cpu", precision="no")
     onnx_scorer = load_scorer(str(exported["onnx"]))
@@ -106,10 +93,13 @@ def test_onnx_scores_equal_torch_in_crosstune_and_onnxruntime(exported, pairs):
 
 
 def test_onnx_folders_are_laid_out_as_sentence_transformers_loads_them(exported):
-    """Without its ONNX backend installed, sentence-transformers' own resolver still says which file it would load,
-    and the graph's inputs and output are what that backend (optimum's ORTModelForSequenceClassification) feeds."""
+    """sentence-transformers' ONNX backend (optimum-onnx) cannot be installed beside transformers 5 (its only
+    release, 0.1.0, requires transformers < 4.58), so its contract is checked here: ST's own resolver picks
+    onnx/model.onnx, and optimum's ORTModelForSequenceClassification finds the config (one label: a reranker's
+    score), the tokenizer and the graph inputs it feeds and the `logits` output it reads."""
     import onnx
     from sentence_transformers.backend.utils import backend_should_export
+    from transformers import AutoConfig, AutoTokenizer
 
     for fmt in ("onnx", "onnx-int8"):
         folder = exported[fmt]
@@ -120,17 +110,8 @@ def test_onnx_folders_are_laid_out_as_sentence_transformers_loads_them(exported)
         assert {i.name for i in graph.input} == {"input_ids", "attention_mask", "token_type_ids"}
         assert [o.name for o in graph.output] == ["logits"]
         assert not (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
-
-
-@needs_st_onnx
-def test_sentence_transformers_onnx_backend_loads_both_exports_with_defaults(exported, pairs):
-    from sentence_transformers import CrossEncoder
-
-    reference = load_scorer(str(exported["hf"]), device="cpu", precision="no").score(pairs)
-    st = CrossEncoder(str(exported["onnx"]), backend="onnx")  # default arguments: finds onnx/model.onnx
-    np.testing.assert_allclose(st.predict(pairs, show_progress_bar=False), reference, atol=1e-4)  # Identity
-    int8 = CrossEncoder(str(exported["onnx-int8"]), backend="onnx").predict(pairs, show_progress_bar=False)
-    assert spearmanr(int8, reference).statistic > 0.95
+        assert AutoConfig.from_pretrained(folder).num_labels == 1
+        assert set(AutoTokenizer.from_pretrained(folder).model_input_names) == {i.name for i in graph.input}
 
 
 def test_onnx_int8_is_quantised_and_ranks_like_fp32(exported, pairs):

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import tomllib
@@ -34,3 +36,32 @@ def test_library_requirements_are_ranges_and_ci_pins_them_exactly():
     assert "torch==2.13.0" in pins
     for path in ("README.md", ".ci/run"):
         assert 'pip install -e ".[dev]" -c constraints.txt' in (ROOT / path).read_text(), path
+
+
+def test_the_wheel_ships_every_train_subpackage_the_demo_data_and_the_demo_config(tmp_path):
+    # a folder missing from [tool.setuptools] packages or package-data still works editable and breaks only once
+    # installed from the wheel: build one (a few seconds) and read its file list. From a copy of what the build
+    # reads: setuptools never empties an old build/lib, whose leftovers would hide a package dropped from the list
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("data", "train"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(src), "-w", str(tmp_path)],
+                   capture_output=True, text=True, check=True)
+    (wheel,) = tmp_path.glob("crosstune-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    subpackages = {p.parent.name for p in (ROOT / "train").glob("*/__init__.py")}
+    assert {"recipes", "serving", "training", "evaluation", "ranking", "artifact"} <= subpackages
+    for folder in ["train", "data", *(f"train/{sub}" for sub in sorted(subpackages))]:
+        package = "crosstune/" + folder
+        modules = {p.name for p in (ROOT / folder).glob("*.py")}
+        shipped = {n.rsplit("/", 1)[1] for n in names if n.rsplit("/", 1)[0] == package}
+        assert modules <= shipped, f"{package} lacks {sorted(modules - shipped)} in the wheel"
+    demo = [p.relative_to(ROOT / "data").as_posix() for p in (ROOT / "data" / "demo").rglob("*") if p.is_file()]
+    assert demo and {f"crosstune/data/{d}" for d in demo} <= names
+    assert "crosstune/train/recipes/demo.yaml" in names
+    # configs/demo.yaml (the README's path) is the same file as the one the wheel ships, not a second copy
+    assert (ROOT / "configs" / "demo.yaml").resolve() == ROOT / "train" / "recipes" / "demo.yaml"
+    assert not [n for n in names if n.split("/")[0] in ("data", "train", "configs", "tests")]

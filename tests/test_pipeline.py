@@ -12,10 +12,8 @@ from crosstune.data.bm25 import BM25Config, score_texts
 from crosstune.data.loading import load_corpus, load_split
 from crosstune.data.types import DataError
 from crosstune.train.config import load_config
-from crosstune.train.ranking.fusion import Fusion
 from crosstune.train.ranking.pipeline import RankingPipeline
 from crosstune.train.ranking.scorers import CrossEncoderScorer
-from crosstune.train.ranking.settings import resolve_fusion
 from crosstune.train.recipes.evaluate import evaluate_command
 from crosstune.train.recipes.export import export_command
 from crosstune.train.recipes.train import train
@@ -111,14 +109,6 @@ def test_a_fused_export_needs_its_bi_encoder(fused, tmp_path, monkeypatch):
             RankingPipeline.load(str(copy), cfg("run.name=plain"))
         # weight 0 asked for explicitly: the bi-encoder is not needed
         RankingPipeline.load(str(copy), cfg("run.name=plain", "eval.biencoder_weight=0"))
-
-
-def test_tuned_weights_at_another_depth_are_refused():
-    manifest = {"fusion": {"weight": 0.3, "biencoder_weight": 0.0, "depth": 100}}
-    with pytest.raises(DataError, match="tuned on BM25 top-100 but eval.depth=50"):
-        resolve_fusion(manifest, "m", 50)
-    assert resolve_fusion(manifest, "m", 50, weight=0.0) == Fusion(0.0, None, 0.0, 50, "none: the cross-encoder alone")
-    assert resolve_fusion(manifest, "m", 100).weight == 0.3
 
 
 def test_search_without_a_corpus_says_how_to_get_one(fused):

@@ -1,1 +1,3 @@
-"""Model, losses, the Accelerate loop, export, the rerank pipeline, evaluation and the CLI."""
+"""Everything with a model in it, one floor a subpackage, each importing only the floors below it: cli > recipes >
+serving | training > evaluation > ranking > artifact > config, over crosstune.data (pyproject.toml's import-linter
+contract says so)."""

@@ -51,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--queries", default=None, help="file: JSON lines {_id,text}, id<TAB>text, or one query a line")
     c.add_argument("--model", default=None, help="export, checkpoint or HF cross-encoder (default: this run's export)")
     c.add_argument("--top", type=int, default=10, help="passages to print per query")
+    c = command("demo", "mine -> train -> export -> evaluate on the bundled legal demo set", config_required=False)
+    c.add_argument("--overwrite", action="store_true", help="replace checkpoints/<run>/ from an earlier demo")
+    add_serve_and_plot(sub)
+    for c in sub.choices.values():
+        c.add_argument("--verbose", action="store_true",
+                       help="show libraries' debug log lines (also: CROSSTUNE_LOG=debug)")
+    return p
+
+
+def add_serve_and_plot(sub) -> None:
+    """The two commands whose free words are not overrides: an export to serve, run folders to plot."""
     c = sub.add_parser("serve", help="serve an export over HTTP: /rerank (TEI and Cohere/Infinity shapes), /search",
                        description="Serve an export over HTTP: POST /rerank (text-embeddings-inference and "
                                    "Cohere/Infinity bodies), POST /search (needs --config with a corpus), GET /health, "
@@ -61,18 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--host", default=None, help="address to listen on (default serve.host, 127.0.0.1)")
     c.add_argument("--port", type=int, default=None, help="port (default serve.port, 8000; 0 picks a free one)")
     c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. serve.max_texts=200 eval.batch_size=64")
-    c = command("demo", "mine -> train -> export -> evaluate on the bundled legal demo set", config_required=False)
-    c.add_argument("--overwrite", action="store_true", help="replace checkpoints/<run>/ from an earlier demo")
     c = sub.add_parser("plot", help="training curves (loss, learning rate, dev nDCG@10) of one or more runs",
                        description="loss, learning rate and dev nDCG@10 over steps from each run's metrics.jsonl, the "
                                    "best checkpoint starred; several runs share one figure")
     c.add_argument("runs", nargs="*", metavar="RUN", help="run folders, e.g. checkpoints/demo checkpoints/other")
     c.add_argument("--output", default=None,
                    help="PNG file (default: <run>/training.png for one run, ./training_comparison.png for several)")
-    for c in sub.choices.values():
-        c.add_argument("--verbose", action="store_true",
-                       help="show libraries' debug log lines (also: CROSSTUNE_LOG=debug)")
-    return p
 
 
 def setup_logging(verbose: bool) -> None:

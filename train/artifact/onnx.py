@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""ONNX exports: torch.onnx traces, onnxruntime fuses (attention, layer norm, GELU) and quantises to int8."""
 from __future__ import annotations
 
 import contextlib

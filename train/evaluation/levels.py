@@ -8,8 +8,9 @@ from crosstune.data.judgments import Judgments
 from crosstune.data.types import Queries, Run, top_k
 from crosstune.train.config import Config
 from crosstune.train.evaluation.metrics import compare, format_table
-from crosstune.train.ranking.aggregation import aggregate_run, document_ranking
+from crosstune.train.ranking.aggregation import aggregate_run, budget_candidates, document_ranking
 from crosstune.train.ranking.candidates import with_tail
+from crosstune.train.ranking.pipeline import Ranking
 
 
 # -- rankings at each level --------------------------------------------------------------------------------------
@@ -28,10 +29,20 @@ def first_stage_depth(cfg: Config, judged: Judgments) -> int:
     return max(depth, cfg.eval.first_stage_depth) if judged.documents else depth
 
 
-def rank_levels(cfg: Config, pipe, bm25: Run, queries: Queries, judged: Judgments) -> tuple[dict[str, LevelRuns], Run]:
-    """Rank through the pipeline and lay the runs out by level. Document judgments rerank the passages of BM25's top
-    documents up to eval.depth passages; passage and span judgments rerank BM25's top eval.depth passages (and rank
-    documents from them too, when passages name their documents). Also returns the reranked candidates' logits."""
+def rerank_candidates(cfg: Config, bm25: Run, judged: Judgments) -> Run:
+    """The passages `rank_levels` reranks: the passages of BM25's top documents up to eval.depth passages (document
+    judgments), else BM25's top eval.depth passages."""
+    e = cfg.eval
+    if judged.level == "document":
+        return budget_candidates(bm25, e.depth, e.aggregate, e.aggregate_k, cfg.data.document_separator)
+    return top_k(bm25, e.depth)
+
+
+def rank_levels(cfg: Config, pipe, bm25: Run, queries: Queries, judged: Judgments) -> tuple[dict[str, LevelRuns], Ranking]:
+    """Rank through the pipeline and lay the runs out by level: what `crosstune evaluate` reports and what the dev
+    check chooses by. Document judgments rerank the passages of BM25's top documents up to eval.depth passages;
+    passage and span judgments rerank BM25's top eval.depth passages (and rank documents from them too, when
+    passages name their documents). Also returns the ranking of the candidates (its logits, its bi-encoder)."""
     e, sep = cfg.eval, cfg.data.document_separator
     passage_depth = max(e.depth, *e.recall_at)
     if judged.level == "document":
@@ -46,6 +57,8 @@ def rank_levels(cfg: Config, pipe, bm25: Run, queries: Queries, judged: Judgment
         runs = {"BM25": shallow, "reranked": with_tail(ranking.final, shallow)}
         if pipe.fusion.fused:
             runs["cross-encoder"] = with_tail(ranking.cross_encoder, shallow)
+        if ranking.biencoder is not None:
+            runs["bi-encoder"] = with_tail(ranking.biencoder, shallow)
         out["passage"] = LevelRuns(judged.passages, runs)
     if judged.documents:
         runs = {"BM25": aggregate_run(bm25, e.aggregate, e.aggregate_k, sep),
@@ -57,7 +70,7 @@ def rank_levels(cfg: Config, pipe, bm25: Run, queries: Queries, judged: Judgment
                                                              "by_aggregate": by_aggregate(
                                                                  judged.documents, bm25, head, ranking, pipe.fusion.fused,
                                                                  e.aggregate_k, sep)})
-    return out, ranking.cross_encoder
+    return out, ranking
 
 
 def by_aggregate(qrels: dict, bm25: Run, head: Run, ranking, fused: bool, k: int, separator: str) -> dict:

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Fusion weights chosen on a split: the grid search over BM25's and the bi-encoder's weights by nDCG@10."""
 from __future__ import annotations
 
 from typing import Callable, Optional

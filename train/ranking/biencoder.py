@@ -49,11 +49,12 @@ class EmbeddingCache:
 
 class BiEncoderScorer:
     def __init__(self, name: str, cache_dir: Path | None = None, device: str | None = None, batch_size: int = 64,
-                 progress: bool = False):
+                 progress: bool = False, folder: str | None = None):
+        """`folder`: where to load `name` from when the caller has resolved (and verified) it already."""
         from sentence_transformers import SentenceTransformer
 
         self.name, self.batch_size, self.progress = name, batch_size, progress
-        self.model = SentenceTransformer(str(resolve_model(name)), device=device)
+        self.model = SentenceTransformer(str(folder or resolve_model(name)), device=device)
         # one cache per model: the folder name carries a hash of the model's id or path
         self.cache = EmbeddingCache(Path(cache_dir) / text_key(name) if cache_dir else None)
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""The corpus as every command reads it: documents cut into passages in the tokens of the model's base."""
 from __future__ import annotations
 
 from crosstune.data.loading import load_corpus

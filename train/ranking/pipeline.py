@@ -5,7 +5,7 @@ The dev check in training, `crosstune evaluate`, `crosstune rerank` and `crosstu
 the export's manifest (crosstune.json: passage format, max length, fusion weights and the depth they were tuned
 at) and never imports the training loop:
 
-    from crosstune.train.pipeline import RankingPipeline
+    from crosstune.train.ranking.pipeline import RankingPipeline
     pipe = RankingPipeline.load("checkpoints/legal/export")
     hits = pipe.rerank("who may terminate the lease?", passages, top_n=5)   # [Hit(index, score, ...)], best first
 """
@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from crosstune.data.bm25 import BM25Config, BM25Index, score_texts
+from crosstune.data.bm25 import BM25Config, BM25Index, load_or_build, score_texts
 from crosstune.data.types import Corpus, DataError, Doc, Queries, Run, ranked
 from crosstune.train.artifact.manifest import read_manifest
+from crosstune.train.config import Config, mined_dir
 from crosstune.train.ranking.aggregation import budget_candidates, document_ranking
+from crosstune.train.ranking.biencoder import BiEncoderScorer
 from crosstune.train.ranking.candidates import score_candidates, with_tail
 from crosstune.train.ranking.fusion import Fusion, fuse
-from crosstune.train.ranking.scorers import Scorer
-from crosstune.train.ranking.settings import check_biencoder, config_from_manifest, resolve_fusion
+from crosstune.train.ranking.passages import load_passages
+from crosstune.train.ranking.scorers import Scorer, load_scorer
+from crosstune.train.ranking.settings import Settings, check_biencoder, resolve
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Ranking:
     final: Run
     cross_encoder: Run  # logits of each query's top-`depth`
     biencoder: Optional[Run] = None
+    first_stage: Optional[Run] = None  # the candidates ranked (the tuning of fusion weights reads them)
 
 
 @dataclass
@@ -59,53 +63,46 @@ class RankingPipeline:
 
     def __init__(self, scorer: Scorer, *, depth: int = 100, use_title: bool = True, fusion: Fusion = Fusion(),
                  biencoder=None, corpus: Optional[Corpus] = None, index: Optional[BM25Index] = None,
-                 bm25: Optional[BM25Config] = None, model: str = "", manifest: Optional[dict] = None):
+                 bm25: Optional[BM25Config] = None, model: str = "", manifest: Optional[dict] = None,
+                 settings: Optional[Settings] = None):
         if fusion.biencoder_weight and biencoder is None:
             raise DataError(f"the fusion gives the bi-encoder weight {fusion.biencoder_weight} but none is loaded")
         self.scorer, self.depth, self.use_title, self.fusion = scorer, depth, use_title, fusion
         self.biencoder, self.corpus, self.index = biencoder, corpus, index
         self.bm25 = bm25 or (index.cfg if index is not None else BM25Config())
         self.model, self.manifest = model, manifest or {}
+        self.settings = settings  # where each setting came from, when loaded from a model folder
 
     @classmethod
     def load(cls, model: str, cfg=None, *, search: bool = False, key: str = "--model",
              progress: bool = False) -> "RankingPipeline":
-        """From an export (or best/, a checkpoint, a cross-encoder folder). `cfg` supplies eval.* (depth, batch size,
-        precision, fusion overrides), bm25.* and, with search=True, the corpus (data.*) and its saved BM25 index.
-        Without one, the export's manifest says how it ranks: its max length and the depth its weights were tuned at."""
-        from crosstune.train.config import mined_dir
-        from crosstune.train.ranking.scorers import (
-            load_scorer,  # torch for an hf export, onnxruntime for onnx / onnx-int8 (its manifest says)
-        )
-
-        # with a config, the run's folder holds the saved BM25 index and the bi-encoder's embedding cache
+        """From an export (or best/, a checkpoint, a cross-encoder folder). How it ranks (passage format, max length,
+        depth, fusion, BM25) is settled by ranking/settings.py: overrides, then the model's manifest, then `cfg`.
+        `cfg` also supplies eval.batch_size / eval.precision and, with search=True, the corpus (data.*) and its saved
+        BM25 index (under the run's mined/ folder, which holds the bi-encoder's embedding cache too)."""
         run_folder = mined_dir(cfg) if cfg is not None else None
         manifest = read_manifest(model) if Path(model).is_dir() else {}
-        cfg = cfg or config_from_manifest(manifest)
-        fusion = resolve_fusion(manifest, model, cfg.eval.depth, cfg.eval.fusion_weight, cfg.eval.biencoder_weight,
-                                cfg.eval.biencoder)
+        settings = resolve(manifest, cfg, model)
+        cfg = cfg or Config()
         # the model before the corpus: a bad path or a file changed since export stops here, before the slow steps
-        # (load_scorer checks the folder and the manifest's hashes once); the query budget is the one it trained with
-        budget = manifest.get("max_query_tokens", cfg.model.max_query_tokens)
-        scorer = load_scorer(model, max_length=cfg.model.max_length, key=key, progress=progress,
-                             batch_size=cfg.eval.batch_size, precision=cfg.eval.precision, max_query_tokens=budget)
+        # (load_scorer checks the folder and the manifest's hashes, once); torch or onnxruntime as the manifest says
+        scorer = load_scorer(model, max_length=settings.max_length, key=key, progress=progress,
+                             batch_size=cfg.eval.batch_size, precision=cfg.eval.precision,
+                             max_query_tokens=settings.max_query_tokens)
         biencoder = None
-        if fusion.biencoder_weight:
-            from crosstune.train.ranking.biencoder import BiEncoderScorer
-
-            check_biencoder(fusion.biencoder, model)
-            biencoder = BiEncoderScorer(fusion.biencoder, run_folder / "biencoder" if run_folder else None,
-                                        progress=progress)
-        use_title = manifest.get("use_title", cfg.data.use_title)
+        if settings.fusion.biencoder_weight:
+            source = check_biencoder(settings.fusion.biencoder, model)
+            biencoder = BiEncoderScorer(settings.fusion.biencoder, run_folder / "biencoder" if run_folder else None,
+                                        progress=progress, folder=source)
         corpus = index = None
         if search:
-            from crosstune.data.bm25 import load_or_build
-            from crosstune.train.ranking.passages import load_passages
-
             corpus = load_passages(cfg)
-            index = load_or_build(corpus, cfg.bm25, run_folder / "index" if run_folder else None, cfg.data.use_title)
-        return cls(scorer, depth=cfg.eval.depth, use_title=use_title, fusion=fusion, biencoder=biencoder,
-                   corpus=corpus, index=index, bm25=cfg.bm25, model=model, manifest=manifest)
+            # indexed in the format the reranker reads, so BM25 and the model agree on every passage
+            index = load_or_build(corpus, settings.bm25, run_folder / "index" if run_folder else None,
+                                  settings.use_title)
+        return cls(scorer, depth=settings.depth, use_title=settings.use_title, fusion=settings.fusion,
+                   biencoder=biencoder, corpus=corpus, index=index, bm25=settings.bm25, model=model,
+                   manifest=manifest, settings=settings)
 
     def with_fusion(self, fusion: Fusion, biencoder=None) -> "RankingPipeline":
         """The same scorer and candidates under other weights (the dev check tunes them, then ranks with them)."""
@@ -133,7 +130,7 @@ class RankingPipeline:
     def rank(self, first_stage: Run, queries: Queries, corpus: Corpus, depth: Optional[int] = None,
              biencoder_run: Optional[Run] = None) -> Ranking:
         ce, bi = self.signals(first_stage, queries, corpus, depth, biencoder_run)
-        return Ranking(self.fuse(first_stage, ce, bi), ce, bi)
+        return Ranking(self.fuse(first_stage, ce, bi), ce, bi, first_stage)
 
     def rank_documents(self, first_stage: Run, queries: Queries, corpus: Corpus, how: str = "maxp", k: int = 3,
                        budget: Optional[int] = None, separator: str = "#") -> DocumentRanking:
@@ -169,6 +166,24 @@ class RankingPipeline:
         ranking = self.rank(first_stage, queries, corpus, depth)
         return [self.hits(ranking, f"r{r}", corpus, top_n, rerank=True) for r in range(len(requests))]
 
+    def rerank_counted(self, requests: list[tuple[str, list[str]]],
+                       top_n: Optional[int] = None) -> tuple[list[list[Hit]], list[list[int]]]:
+        """rerank_many, and the tokens of each (query, text) pair before truncation (pair_lengths' numbers) as the
+        scorer counted them in the tokenizer call it scored with: a server's usage and its truncate=false check
+        tokenize no pair a second time. A scorer that cannot count (no `pair_tokens`) leaves them to pair_lengths."""
+        counting = hasattr(self.scorer, "pair_tokens")
+        counts: dict[tuple[str, str], int] = {}
+        if counting:
+            self.scorer.pair_tokens = counts  # filled while the scorer tokenizes, then switched off again
+        try:
+            hits = self.rerank_many(requests, top_n)
+        finally:
+            if counting:
+                self.scorer.pair_tokens = None
+        lengths = [[counts.get((query, text)) for text in texts] for query, texts in requests]
+        return hits, [n if None not in n else self.pair_lengths(query, texts)
+                      for n, (query, texts) in zip(lengths, requests)]
+
     # -- search over the configured corpus ---------------------------------------------------------------------------
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_many([query], k)[0]
@@ -202,7 +217,7 @@ class RankingPipeline:
 
     def pair_lengths(self, query: str, texts: list[str]) -> list[int]:
         """Tokens in each (query, text) pair before truncation, special tokens included."""
-        enc = self.scorer.tokenizer([query] * len(texts), list(texts), truncation=False)
+        enc = self.scorer.tokenizer([query] * len(texts), list(texts), truncation=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
 
     def info(self) -> dict:

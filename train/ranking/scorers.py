@@ -15,7 +15,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from crosstune.data.batching import tokenize_pairs
+from crosstune.data.batching import encode_pairs, tokenize_pairs
 from crosstune.data.types import DataError
 
 
@@ -58,6 +58,17 @@ class Scorer(Protocol):
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray: ...
 
 
+def pair_features(scorer, queries: list[str], passages: list[str]) -> dict:
+    """A scorer's features for these pairs. While `scorer.pair_tokens` is a dict (a caller that reports usage sets
+    one: RankingPipeline.rerank_counted), each pair's tokens before truncation go there from the same tokenizer
+    call, so no pair is tokenized twice; else the plain tokenize_pairs, the same features as training's."""
+    if scorer.pair_tokens is None:
+        return tokenize_pairs(scorer.tokenizer, queries, passages, scorer.max_length, scorer.max_query_tokens)
+    feats, lengths = encode_pairs(scorer.tokenizer, queries, passages, scorer.max_length, scorer.max_query_tokens)
+    scorer.pair_tokens.update(zip(zip(queries, passages), lengths))
+    return feats
+
+
 def score_sorted(pairs: Sequence[tuple[str, str]], batch_size: int, progress: bool,
                  forward: Callable[[list[str], list[str]], np.ndarray]) -> np.ndarray:
     """Scores in the order of `pairs`, computed by `forward(queries, passages)` over length-sorted batches: sorting
@@ -85,16 +96,19 @@ class CrossEncoderScorer:
         self.max_query_tokens = max_query_tokens  # a long query is cut to this many tokens first (0: no budget)
         self.max_length, self.batch_size, self.precision, self.progress = max_length, batch_size, precision, progress
         self.prefetch = prefetch  # batches tokenized ahead by a worker thread; None: 2 on a GPU, 0 on a CPU
+        self.pair_tokens: dict | None = None  # a dict: count each scored pair's tokens into it (pair_features)
 
     @classmethod
     def from_pretrained(cls, path: str, max_length: int | None = None, device: str | None = None,
-                        key: str = "--model", **kwargs):
+                        key: str = "--model", verified: bool = False, **kwargs):
+        """`verified`: the caller has checked the folder (load_scorer has), so its files are not hashed again."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from crosstune.train.artifact.model import check_model_source
 
         # a checkpoint resolves to its model/ folder; a bad path, config, weights or tokenizer stops here, unloaded
-        path = check_model_source(path, key, max_length, allow_onnx=False)
+        if not verified:
+            path = check_model_source(path, key, max_length, allow_onnx=False)
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         if model.config.num_labels != 1:
             raise DataError(f"{key}={path} has num_labels={model.config.num_labels}; a reranker needs num_labels=1 "
@@ -122,8 +136,7 @@ class CrossEncoderScorer:
         return next(self.model.parameters()).device
 
     def encode(self, pairs: Sequence[tuple[str, str]], idx) -> dict:
-        return tokenize_pairs(self.tokenizer, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], self.max_length,
-                              self.max_query_tokens)
+        return pair_features(self, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
 
     @torch.inference_mode()
     def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -208,6 +221,7 @@ class OnnxScorer:
     def __init__(self, session, tokenizer, max_length: int = 256, batch_size: int = 64,
                  precision: str = "onnx", progress: bool = False, max_query_tokens: int = 0):
         self.session, self.tokenizer, self.max_query_tokens = session, tokenizer, max_query_tokens
+        self.pair_tokens: dict | None = None  # a dict: count each scored pair's tokens into it (pair_features)
         self.max_length, self.batch_size, self.precision, self.progress = max_length, batch_size, precision, progress
         # the graph declares what it takes (a model without token types has no token_type_ids input)
         self.inputs = [i.name for i in session.get_inputs()]
@@ -232,7 +246,7 @@ class OnnxScorer:
         return score_sorted(pairs, self.batch_size, self.progress, self.forward)
 
     def forward(self, queries: list[str], passages: list[str]) -> np.ndarray:
-        feats = tokenize_pairs(self.tokenizer, queries, passages, self.max_length, self.max_query_tokens)
+        feats = pair_features(self, queries, passages)
         logits = self.session.run(None, {name: feats[name].numpy() for name in self.inputs})[0]
         return logits.reshape(-1).astype(np.float32)
 
@@ -260,7 +274,7 @@ def load_scorer(path: str, max_length: int | None = None, batch_size: int = 64, 
     folder = check_model_source(path, key, max_length)  # resolves a checkpoint to model/, verifies the manifest
     fmt = export_format(folder)
     if fmt == "hf":
-        return CrossEncoderScorer.from_pretrained(path, max_length=max_length, device=device, key=key,
+        return CrossEncoderScorer.from_pretrained(folder, max_length=max_length, device=device, key=key, verified=True,
                                                   batch_size=batch_size, precision=precision, progress=progress,
                                                   max_query_tokens=max_query_tokens)
     # an ONNX graph's precision was fixed when it was exported; fp32 ("no") is what the onnx format holds

@@ -1,1 +1,1 @@
-
+"""One module a command, read top to bottom as numbered steps; the floor that prints progress prose. Imports every floor below (serving, training, evaluation, ranking, artifact, config, crosstune.data)."""

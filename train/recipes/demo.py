@@ -1,16 +1,17 @@
-"""TODO docstring."""
+"""`crosstune demo`: mine -> train -> export -> evaluate on the bundled legal demo set, from any folder."""
 from __future__ import annotations
 
 import shutil
 import time
 from pathlib import Path
 
+import crosstune.data
 from crosstune.data.types import DataError
 
-HOME = Path(__file__).resolve().parents[2]
-
-
-DEMO_DATA = HOME / "data" / "demo"
+# both ship inside the package (package data in pyproject.toml), so a wheel install runs the demo without the
+# source tree: the config beside this recipe (configs/demo.yaml links to it), the data set in crosstune.data
+DEMO_CONFIG = Path(__file__).resolve().with_name("demo.yaml")
+DEMO_DATA = Path(crosstune.data.__file__).resolve().parent / "demo"
 
 
 def run_demo(args) -> None:
@@ -20,7 +21,7 @@ def run_demo(args) -> None:
     from crosstune.train.recipes.mine import mine_command
     from crosstune.train.recipes.train import train
 
-    cfg = load_config(args.config or HOME / "configs" / "demo.yaml", args.overrides)
+    cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
     if cfg.data.path == "data/demo" and not Path(cfg.data.path).exists():
         cfg.data.path = str(DEMO_DATA)  # run from any folder: the demo set ships inside the package
     out = run_dir(cfg)

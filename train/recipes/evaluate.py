@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`crosstune evaluate`: BM25 top-k -> rerank -> metrics side by side, report.md/.json, TREC runs and plots."""
 from __future__ import annotations
 
 import json
@@ -36,7 +36,8 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     # 2. rerank through the pipeline: passages formatted and scores fused as the model was trained; documents ranked
     # by their passages' scores when the judgments name documents
     t0 = time.time()
-    levels, reranked = rank_levels(cfg, pipe, bm25, queries, judged)
+    levels, ranking = rank_levels(cfg, pipe, bm25, queries, judged)
+    reranked = ranking.cross_encoder
     t_rerank = time.time() - t0
     # 3. metrics side by side, with a paired test, at each level the judgments allow; what the model did not read
     report = level_report(levels, list(cfg.eval.recall_at))

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`crosstune export`: the run's best model as an hf, onnx or onnx-int8 folder with its card and manifest."""
 from __future__ import annotations
 
 import json

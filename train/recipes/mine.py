@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`crosstune mine`: BM25 candidates -> the hard-negative dataset, index and stats in checkpoints/<run>/mined/."""
 from __future__ import annotations
 
 import json

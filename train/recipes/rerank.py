@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`crosstune rerank`: BM25 top-k of the configured corpus for a query (or a file of them), reranked and printed."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`crosstune serve EXPORT`: load the pipeline, bind the port, run the HTTP app (serving/) under uvicorn."""
 from __future__ import annotations
 
 import socket

@@ -27,11 +27,12 @@ SEARCH_KEYS = {"query", "top_k", "return_text"}
 
 
 class RequestError(Exception):
-    """A request the server refuses: the status, a short machine-readable type and a line that names the fix."""
+    """A request the server refuses: the status, a short machine-readable type and a line that names the fix (and
+    any headers the answer needs, e.g. Connection: close)."""
 
-    def __init__(self, status: int, error_type: str, message: str):
+    def __init__(self, status: int, error_type: str, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.error_type, self.message = status, error_type, message
+        self.status, self.error_type, self.message, self.headers = status, error_type, message, headers or {}
 
 
 def invalid(message: str) -> RequestError:

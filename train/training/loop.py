@@ -3,10 +3,20 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
+import torch
+from tqdm.auto import tqdm
+
+from crosstune.data.batching import group_logits
 from crosstune.train.config import Config
 from crosstune.train.training.checkpoint import prune, step_name
+from crosstune.train.training.devcheck import dev_check
+from crosstune.train.training.records import log_metrics
 from crosstune.train.training.rundir import discard_replaced
 
 log = logging.getLogger(__name__)
@@ -24,11 +34,6 @@ def collapse_reason(recent, chance: float) -> str | None:
     return None
 
 
-def log_metrics(accelerator, out: Path, record: dict) -> None:
-    if accelerator.is_main_process:
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
 
 def save_checkpoint(accelerator, model, tokenizer, cfg: Config, out: Path, step: int, epoch: int,
@@ -54,3 +59,100 @@ def save_checkpoint(accelerator, model, tokenizer, cfg: Config, out: Path, step:
         prune(out, cfg.train.keep_last)
         discard_replaced(out)  # the run an --overwrite set aside goes once this one has a checkpoint
     accelerator.wait_for_everyone()
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint's trainer_state.json holds: where the loop is, and the best dev figure so far."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float = -1.0
+    stale: int = 0  # dev checks since the last new best (early stopping)
+
+
+@dataclass
+class Loop:
+    """Everything the loop runs with, built by the recipe."""
+
+    cfg: Config
+    accelerator: Any
+    model: Any
+    tokenizer: Any
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    dataset: Any
+    dev: Any  # a DevSet, or None
+    out: Path
+    steps: int
+    loss_fn: Callable
+    chance: float
+
+
+def run_loop(loop: Loop, state: LoopState) -> tuple[LoopState, float, int]:
+    """Optimizer steps until loop.steps (or early stopping); returns (state, seconds, pairs seen)."""
+    cfg, acc, model = loop.cfg, loop.accelerator, loop.model
+    model.train()
+    losses, recent, warned = [], deque(maxlen=20), False
+    bar = tqdm(total=loop.steps, initial=state.step, desc="train", unit="step", disable=not acc.is_main_process)
+    t0, pairs_seen = time.time(), 0
+    while state.step < loop.steps:
+        # Accelerate forwards set_epoch only to the sampler: the dataset draws each epoch's negatives itself
+        loop.dataset.set_epoch(state.epoch)
+        loop.loader.set_epoch(state.epoch)
+        skip = state.batch_in_epoch
+        for batch in acc.skip_first_batches(loop.loader, skip) if skip else loop.loader:
+            state.batch_in_epoch += 1
+            with acc.accumulate(model):
+                logits = group_logits(model, batch, cfg.train.group_size)
+                loss = loop.loss_fn(logits, batch["labels"], batch.get("teacher"))
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    acc.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                loop.optimizer.step()
+                loop.scheduler.step()
+                loop.optimizer.zero_grad()
+            losses.append(loss.item())
+            pairs_seen += logits.numel() * acc.num_processes
+            if not acc.sync_gradients:
+                continue  # count optimizer steps, not micro-batches
+            state.step += 1
+            bar.update(1)
+            step_loss = acc.gather(torch.tensor(sum(losses) / len(losses), device=acc.device)).mean().item()
+            recent.append((step_loss, logits.detach().float().std().item()))
+            losses = []
+            if state.step % cfg.train.log_every == 0 or state.step == loop.steps:
+                record = {"step": state.step, "epoch": state.epoch, "loss": round(step_loss, 5),
+                          "elapsed_s": round(time.time() - t0, 3), "lr": loop.scheduler.get_last_lr()[0],
+                          "pairs_per_s": round(pairs_seen / (time.time() - t0), 1)}
+                log_metrics(acc, loop.out, record)
+                bar.set_postfix(loss=f"{step_loss:.4f}")
+                if not warned and (reason := collapse_reason(recent, loop.chance)):
+                    warned = True
+                    acc.print(f"warning: {reason}")
+            after_step(loop, state)
+            if state.step >= loop.steps:
+                break
+        else:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    bar.close()
+    return state, time.time() - t0, pairs_seen
+
+
+def after_step(loop: Loop, state: LoopState) -> None:
+    """The dev check (and early stopping: loop.steps is cut to this step) and the checkpoint an optimizer step is
+    due; a final step gets both."""
+    cfg, acc = loop.cfg, loop.accelerator
+    if state.step == loop.steps or (cfg.train.eval_every > 0 and state.step % cfg.train.eval_every == 0):
+        previous = state.best
+        state.best = dev_check(acc, loop.model, loop.tokenizer, cfg, loop.dev, state.step, state.best, loop.out)
+        state.stale = 0 if state.best > previous else state.stale + 1
+        if cfg.data.dev_split and cfg.train.patience and state.stale >= cfg.train.patience and state.step < loop.steps:
+            acc.print(f"early stop at step {state.step}: {state.stale} dev checks without a better nDCG@10 than "
+                      f"{state.best:.4f} (train.patience={cfg.train.patience}); best/ holds that model")
+            loop.steps = state.step  # ends the run, with a final checkpoint
+    if state.step == loop.steps or state.step % cfg.train.save_every == 0:
+        save_checkpoint(acc, loop.model, loop.tokenizer, cfg, loop.out, state.step, state.epoch,
+                        state.batch_in_epoch, state.best, state.stale)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from crosstune.data.types import DataError
-from crosstune.train.config import DISTILL
+from crosstune.train.config.checks import DISTILL
 
 
 def listwise_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
