@@ -65,6 +65,19 @@ def validate(cfg: MiningConfig) -> None:
         raise DataError(f"mining.teacher_margin={cfg.teacher_margin} needs a teacher; set mining.teacher (--teacher)")
 
 
+def make_row(qid: str, query: str, pos: str, positive: Doc, grade: int, negs: list[str], corpus: Corpus,
+             bm25: dict[str, float], use_title: bool) -> dict:
+    """One mined row of the data contract (DESIGN.md), texts as the model reads them."""
+    return {
+        "query_id": qid, "query": query,
+        "positive_id": pos, "positive": doc_text(positive, use_title),
+        "positive_grade": grade,  # graded judgments: for a loss that weighs positives by grade
+        "negative_ids": negs, "negatives": [doc_text(corpus[d], use_title) for d in negs],
+        # None marks a negative that BM25 did not retrieve (a random one, or a judged one it missed)
+        "negative_scores": [bm25.get(d) for d in negs],
+    }
+
+
 def mine(corpus: Corpus, queries: Queries, qrels: Qrels, run: Run, cfg: MiningConfig,
          use_title: bool = True, exclude: set[str] = frozenset(),
          unsure: dict[str, set[str]] | None = None, avoid: dict[str, set[str]] | None = None,
@@ -110,15 +123,8 @@ def mine(corpus: Corpus, queries: Queries, qrels: Qrels, run: Run, cfg: MiningCo
             hard = sorted(first + rng.sample(pool, cfg.num_negatives - len(first)), key=in_order)
             known_used += len(first)
             easy = sample_random(all_ids, cfg.random_negatives, set(hard) | judged_pos | neither, rng)
-            negs = hard + easy
-            rows.append({
-                "query_id": qid, "query": queries[qid],
-                "positive_id": pos, "positive": doc_text(positive_docs.get(qid, corpus[pos]), use_title),
-                "positive_grade": qrels[qid][pos],  # graded judgments: for a loss that weighs positives by grade
-                "negative_ids": negs, "negatives": [doc_text(corpus[d], use_title) for d in negs],
-                # None marks a negative that BM25 did not retrieve (a random one, or a judged one it missed)
-                "negative_scores": [run.get(qid, {}).get(d) for d in negs],
-            })
+            rows.append(make_row(qid, queries[qid], pos, positive_docs.get(qid, corpus[pos]), qrels[qid][pos],
+                                 hard + easy, corpus, run.get(qid, {}), use_title))
     used = len({r["query_id"] for r in rows})
     stats = {
         "queries": len(qrels), "queries_used": used, "rows": len(rows), "passages_excluded": len(exclude),

@@ -1,4 +1,4 @@
-"""train/config.py (YAML + overrides), train/checkpoint.py (step folders) and train/outputs.py (atomic writes)."""
+"""train/config/ (YAML + overrides), training/checkpoint.py (step folders) and artifact/outputs.py (atomic writes)."""
 from __future__ import annotations
 
 import json

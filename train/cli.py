@@ -141,8 +141,8 @@ def dispatch(args) -> None:
     elif args.command == "serve":
         from crosstune.train.recipes.serve import serve_command
 
-        # the pipeline takes the config only where one was given: otherwise the export's manifest alone decides
-        # how it ranks (the defaults' eval.depth could contradict the depth its fusion weights were tuned at)
+        # the pipeline takes a config only where one was given (a file, or ranking overrides): without one it has
+        # no run folder, so serving an export writes no index or embedding cache under the working directory
         ranking_keys = [o for o in args.overrides if not o.startswith("serve.")]
         serve_command(args.model, cfg, cfg if args.config or ranking_keys else None, search=bool(args.config),
                       host=args.host, port=args.port)

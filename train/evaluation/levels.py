@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from crosstune.data.judgments import Judgments
 from crosstune.data.types import Queries, Run, top_k
 from crosstune.train.config import Config
-from crosstune.train.evaluation.metrics import compare, format_table
-from crosstune.train.ranking.aggregation import aggregate_run, budget_candidates, document_ranking
+from crosstune.train.evaluation.metrics import aggregate, compare, format_table, per_query
+from crosstune.train.ranking.aggregation import AGGREGATES, aggregate_run, budget_candidates, document_ranking
 from crosstune.train.ranking.candidates import with_tail
 from crosstune.train.ranking.pipeline import Ranking
 
@@ -76,9 +76,6 @@ def rank_levels(cfg: Config, pipe, bm25: Run, queries: Queries, judged: Judgment
 def by_aggregate(qrels: dict, bm25: Run, head: Run, ranking, fused: bool, k: int, separator: str) -> dict:
     """Document nDCG@10 under every eval.aggregate, from the same passage scores: what the setting changes, shown
     beside the one configured (choose it on a split that reports nothing)."""
-    from crosstune.train.evaluation.metrics import aggregate, per_query
-    from crosstune.train.ranking.aggregation import AGGREGATES
-
     def ndcg(run: Run) -> float:
         return round(aggregate(per_query(qrels, run, ["nDCG@10"]))["nDCG@10"], 4)
 

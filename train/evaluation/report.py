@@ -11,6 +11,7 @@ from pathlib import Path
 from crosstune.data.types import Corpus, Qrels, Queries, Run, ranked
 from crosstune.train.evaluation.analysis import intervals, pick_examples, query_changes
 from crosstune.train.evaluation.metrics import format_table, headline
+from crosstune.train.evaluation.plots import change_figure, depth_figure, metrics_figure, save
 
 TOP = 3  # passages shown a side in an example
 
@@ -29,8 +30,6 @@ def add_analysis(report: dict, examples: int) -> None:
 
 def write_plots(folder: Path, report: dict) -> dict[str, str]:
     """The evaluation's PNGs into `folder`; name -> file name, as report.md links them."""
-    from crosstune.train.evaluation.plots import change_figure, depth_figure, metrics_figure, save
-
     change = report["per_query_change"]
     files = {"metrics": "metrics.png", "per_query_change": "per_query_change.png"}
     save(metrics_figure(report["metrics"], report["intervals"]["mean"],

@@ -7,12 +7,13 @@ precedent") is met by ranking documents on their passages' scores:
   the first stage retrieved it)
 - sump: the sum (rewards documents relevant in many places, and long ones)
 - mean-top-k: the mean of the k best (eval.aggregate_k): between maxp and sump
-Pure functions over Runs; the ranking pipeline (train/pipeline.py) composes them.
+Pure functions over Runs; the ranking pipeline (ranking/pipeline.py) composes them.
 """
 from __future__ import annotations
 
 from crosstune.data.chunking import passage_origin
 from crosstune.data.types import DataError, Run, ranked
+from crosstune.train.ranking.candidates import with_tail
 
 AGGREGATES = ("maxp", "firstp", "sump", "mean-top-k")
 
@@ -75,6 +76,4 @@ def budget_candidates(first_stage: Run, budget: int, how: str, k: int = 3, separ
 def document_ranking(head: Run, first_stage: Run, how: str, k: int = 3, separator: str = "#") -> Run:
     """Documents ranked by their reranked passages (`head`), then the first stage's other documents below, in its
     document order: the same tail rule as passages past the rerank depth."""
-    from crosstune.train.ranking.candidates import with_tail
-
     return with_tail(aggregate_run(head, how, k, separator), aggregate_run(first_stage, how, k, separator))

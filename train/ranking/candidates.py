@@ -1,4 +1,4 @@
-"""Building blocks of the ranking pipeline (train/pipeline.py): score the top-k, keep the tail in first-stage order."""
+"""Building blocks of the ranking pipeline (ranking/pipeline.py): score the top-k, keep the tail in first-stage order."""
 from __future__ import annotations
 
 from crosstune.data.types import Corpus, Queries, Run, doc_text, ranked

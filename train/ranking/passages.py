@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from crosstune.data.loading import load_corpus
 from crosstune.data.types import Corpus
+from crosstune.train.artifact.model import load_tokenizer
 from crosstune.train.config import Config
 
 
 def model_tokenizer(cfg: Config):
-    from crosstune.train.artifact.model import load_tokenizer
-
     return load_tokenizer(cfg.model.name, cfg.model.max_length)
 
 

@@ -9,7 +9,7 @@ The precedence rule, for every setting below (highest first):
    `bm25.method/k1/b`, the fusion weights, their bi-encoder and the depth they were tuned at (`eval.depth`);
 3. **the config file** (`--config`), for what the model does not record, or a model without a manifest (a
    checkpoint, another project's cross-encoder);
-4. the defaults of train/config.py.
+4. the defaults of train/config/.
 
 Fusion weights fit the depth they were tuned at only: weights taken from the manifest with an overridden
 `eval.depth` that differs are refused, not applied (override both weights to rank at any depth). BM25 and the

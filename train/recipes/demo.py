@@ -9,9 +9,11 @@ import crosstune.data
 from crosstune.data.types import DataError
 
 # both ship inside the package (package data in pyproject.toml), so a wheel install runs the demo without the
-# source tree: the config beside this recipe (configs/demo.yaml links to it), the data set in crosstune.data
+# source tree: the config beside this recipe (configs/demo.yaml links to it), the data set in crosstune.data.
+# HOME holds data/ and train/: the checkout's root in an editable install, site-packages/crosstune from a wheel
+HOME = Path(crosstune.data.__file__).resolve().parent.parent
 DEMO_CONFIG = Path(__file__).resolve().with_name("demo.yaml")
-DEMO_DATA = Path(crosstune.data.__file__).resolve().parent / "demo"
+DEMO_DATA = HOME / "data" / "demo"
 
 
 def run_demo(args) -> None:

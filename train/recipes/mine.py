@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from crosstune.data.bm25 import BM25Index
 from crosstune.data.chunking import chunking_stats
@@ -30,15 +31,7 @@ def mine_command(cfg: Config, overwrite: bool = False) -> dict:
     corpus = load_passages(cfg, tokenizer)
     chunks = chunking_stats(corpus, chunking_of(cfg.data)) if cfg.data.chunking != "none" else None
     held = holdout_exclusions(cfg.data, corpus)
-    pseudo, exclude = pseudo_queries(cfg, corpus, held) if parse_kinds(cfg.mining.pseudo_queries, cfg.mining.pseudo_file) \
-        else (None, held)
-    if pseudo:  # the pseudo set judges its own passages: one positive per query, its avoided passages never negatives
-        queries, judged = pseudo.queries, Judgments("passage", pseudo.qrels, {})
-        print(describe(pseudo.stats))
-    else:
-        queries, judged = load_judgments(cfg.data, cfg.data.train_split, corpus)
-        print(f"mine | {len(corpus)} passages" + (f" cut from {chunks['documents']} documents" if chunks else "")
-              + f", {len(queries)} {cfg.data.train_split} queries with {judged.level} judgments")
+    queries, judged, pseudo, exclude = query_source(cfg, corpus, held, chunks)
     # 2. build the BM25 index
     t0 = time.time()
     index = BM25Index.build(corpus, cfg.bm25, cfg.data.use_title)
@@ -71,6 +64,30 @@ def mine_command(cfg: Config, overwrite: bool = False) -> dict:
             raise DataError(f"mining.teacher_margin={cfg.mining.teacher_margin} left no row with the "
                             f"{cfg.train.group_size - 1} negatives a group needs; lower the margin or mine more negatives")
     # 4. write dataset, index, stats and config; the folder appears only when complete
+    write_mined(out, cfg, rows, index, stats)
+    print(f"mine | {stats['rows']} rows from {stats['queries_used']}/{stats['queries']} queries; dropped "
+          f"{stats['queries_dropped'] or 'none'}; positive recall@{cfg.mining.depth} "
+          f"{stats['positive_recall_at_depth']:.3f} | index {t_index:.1f}s, mining {stats['retrieve_and_mine_seconds']:.1f}s"
+          f" -> {out}")
+    return stats
+
+
+def query_source(cfg: Config, corpus, held: set[str], chunks: dict | None):
+    """(queries, judgments, pseudo set or None, passages never mined): the train split's judged queries, or
+    pseudo-queries made from the corpus when mining.pseudo_queries / pseudo_file name kinds."""
+    if not parse_kinds(cfg.mining.pseudo_queries, cfg.mining.pseudo_file):
+        queries, judged = load_judgments(cfg.data, cfg.data.train_split, corpus)
+        print(f"mine | {len(corpus)} passages" + (f" cut from {chunks['documents']} documents" if chunks else "")
+              + f", {len(queries)} {cfg.data.train_split} queries with {judged.level} judgments")
+        return queries, judged, None, held
+    pseudo, exclude = pseudo_queries(cfg, corpus, held)
+    print(describe(pseudo.stats))
+    # the pseudo set judges its own passages: one positive per query, its avoided passages never negatives
+    return pseudo.queries, Judgments("passage", pseudo.qrels, {}), pseudo, exclude
+
+
+def write_mined(out: Path, cfg: Config, rows: list[dict], index: BM25Index, stats: dict) -> None:
+    """mined/: config.yaml, the dataset, the BM25 index (bm25s saves it) and stats.json, written atomically."""
     from datasets import Dataset
 
     with atomic_dir(out) as tmp:
@@ -79,8 +96,3 @@ def mine_command(cfg: Config, overwrite: bool = False) -> dict:
         if cfg.bm25.backend == "bm25s":
             index.save(tmp / "index")
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
-    print(f"mine | {stats['rows']} rows from {stats['queries_used']}/{stats['queries']} queries; dropped "
-          f"{stats['queries_dropped'] or 'none'}; positive recall@{cfg.mining.depth} "
-          f"{stats['positive_recall_at_depth']:.3f} | index {t_index:.1f}s, mining {stats['retrieve_and_mine_seconds']:.1f}s"
-          f" -> {out}")
-    return stats

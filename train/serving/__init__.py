@@ -1,2 +1,2 @@
-"""The HTTP face over the ranking pipeline: Starlette app, request bodies, micro-batcher; imports ranking/, artifact/,
-config and crosstune.data, never training/."""
+"""The HTTP face over the ranking pipeline: Starlette app, request bodies, micro-batcher. May import evaluation/,
+ranking/, artifact/, config and crosstune.data (the floors below it); never training/."""

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from crosstune.data.types import DataError
+from crosstune.train.artifact.model import safetensors_problem
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -47,8 +48,6 @@ def zip_problem(path: Path) -> str | None:
 
 def checkpoint_problem(path: Path) -> str | None:
     """What makes a checkpoint unusable for --resume, found without loading it: '<file> <problem>' or None."""
-    from crosstune.train.artifact.model import safetensors_problem
-
     meta = path / "trainer_state.json"
     if not meta.is_file():
         return "trainer_state.json is missing"

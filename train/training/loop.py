@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from crosstune.data.batching import group_logits
+from crosstune.train.artifact.outputs import replace_dir
 from crosstune.train.config import Config
 from crosstune.train.training.checkpoint import prune, step_name
 from crosstune.train.training.devcheck import dev_check
@@ -53,8 +54,6 @@ def save_checkpoint(accelerator, model, tokenizer, cfg: Config, out: Path, step:
         tokenizer.save_pretrained(tmp / "model")
         state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best": best, "stale_checks": stale}
         (tmp / "trainer_state.json").write_text(json.dumps(state))
-        from crosstune.train.artifact.outputs import replace_dir
-
         replace_dir(tmp, final)
         prune(out, cfg.train.keep_last)
         discard_replaced(out)  # the run an --overwrite set aside goes once this one has a checkpoint

@@ -8,6 +8,7 @@ from crosstune.data.judgments import load_judgments, span_file
 from crosstune.data.loading import detect_format, split_qrels_file
 from crosstune.data.pseudo import cap, generate, parse_kinds
 from crosstune.data.pseudo_set import PseudoSet, pseudo_set
+from crosstune.data.readers import iter_lines
 from crosstune.data.splits import HOLDOUT, held_out_passages
 from crosstune.data.types import Corpus, DataError
 from crosstune.train.config import Config
@@ -17,8 +18,6 @@ def check_pseudo_file(cfg: Config) -> None:
     """A named pseudo-query file exists and is readable, checked before the corpus is loaded."""
     if cfg.mining.pseudo_file:
         from pathlib import Path
-
-        from crosstune.data.readers import iter_lines
 
         next(iter_lines(Path(cfg.mining.pseudo_file), "pseudo-query file", "check mining.pseudo_file"), None)
 

