@@ -18,6 +18,7 @@ so metrics (nDCG with the grades as gains, the rest binary) and mining read one 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -217,12 +218,29 @@ def mining_qrels(judged: Judgments, corpus: Corpus, scores_of: Callable[[str, li
 
 
 # -- one split ---------------------------------------------------------------------------------------------------
+def require_relevant(cfg: DataConfig, split: str, grades, raw_grades: Callable[[], list[int]]) -> None:
+    """Stop before the index is built when no judgment of the split reaches data.relevance_threshold: mining
+    would find no positive and evaluation nothing to find. `raw_grades` (the grades as the qrels hold them) is
+    read only then."""
+    if any(g > 0 for g in grades):
+        return
+    counts, t, source = sorted(Counter(raw_grades()).items()), cfg.relevance_threshold, split_source(cfg, split)
+    low, top = (counts[0][0], counts[-1][0]) if counts else (0, 0)
+    span = f"only {top}" if low == top else f"{low}-{top}"
+    held = f"grade {span} ({', '.join(f'{g}: {n}' for g, n in counts)})" if counts else "are none"
+    fix = f"lower it to at most {top}" if top > 0 else "no grade is above 0: check the qrels file and its score column"
+    raise DataError(f"data.relevance_threshold={t} but the {source!r} split's judgments ({cfg.path}) {held}; no "
+                    f"judgment counts as relevant; {fix}")
+
+
 def load_judgments(cfg: DataConfig, split: str, corpus: Corpus) -> tuple[Queries, Judgments]:
     """Queries and judgments of one split at the level the data holds (data.judgments), thresholded at
     data.relevance_threshold; with dev_split holdout, train loses the held-out queries as load_split does."""
     level = judgment_level(cfg, split)
     if level == "passage":
         queries, qrels = load_split(cfg, split, corpus)
+        require_relevant(cfg, split, (r for docs in qrels.values() for r in docs.values()),
+                         lambda: [r for docs in load_qrels(cfg, split_source(cfg, split)).values() for r in docs.values()])
         sep = cfg.document_separator
         docs = document_qrels(qrels, sep) if passages_name_documents(corpus, sep) else {}
         return queries, Judgments("passage", qrels, docs)
@@ -231,7 +249,10 @@ def load_judgments(cfg: DataConfig, split: str, corpus: Corpus) -> tuple[Queries
     lengths = document_lengths(corpus)
     where = f"{cfg.path} split {source!r}"
     if level == "document":
-        qrels = with_threshold(check_qrels(load_qrels(cfg, source), lengths, queries, where), cfg.relevance_threshold)
+        raw = check_qrels(load_qrels(cfg, source), lengths, queries, where)
+        qrels = with_threshold(raw, cfg.relevance_threshold)
+        require_relevant(cfg, split, (r for docs in qrels.values() for r in docs.values()),
+                         lambda: [r for docs in raw.values() for r in docs.values()])
         qrels = keep_side(cfg, split, qrels, corpus)
         return {q: queries[q] for q in qrels}, Judgments("document", {}, qrels)
     spans, unknown = (read_hf_spans(cfg, source, lengths) if detect_format(cfg) == "hf"
@@ -240,6 +261,8 @@ def load_judgments(cfg: DataConfig, split: str, corpus: Corpus) -> tuple[Queries
     if unknown:
         log.warning("%s: skipped %d span judgments of documents the corpus lacks", where, unknown)
     t = cfg.relevance_threshold
+    require_relevant(cfg, split, (s.grade for ss in spans.values() for s in ss if s.grade >= t),
+                     lambda: [s.grade for ss in spans.values() for s in ss])
     spans = {q: [Span(s.doc, s.start, s.end, s.grade if s.grade >= t else 0) for s in ss] for q, ss in spans.items()}
     documents = {q: best_grades((s.doc, s.grade) for s in ss) for q, ss in spans.items()}
     if not documents:

@@ -185,6 +185,15 @@ def latin1_document(e) -> list[str]:
     return mine_args(e, d)
 
 
+def graded_train(e) -> list[str]:
+    """The demo with train judgments graded 0, 1, 2 in turn (177 rows: 59 each), mined at threshold 3."""
+    d = e.data("graded")
+    header, *rows = (d / "qrels" / "train.tsv").read_text().splitlines()
+    graded = [f"{r.rsplit(chr(9), 1)[0]}\t{i % 3}" for i, r in enumerate(rows)]
+    write(d / "qrels" / "train.tsv", "\n".join([header, *graded]) + "\n")
+    return mine_args(e, d, "data.relevance_threshold=3")
+
+
 def overwrite_run(e, *extra: str) -> list[str]:
     """`train --overwrite` over a copy of the finished run."""
     e.copy_run()
@@ -217,6 +226,13 @@ CASES = [
      r"data\.path=\./typo: no such local folder .*a Hugging Face dataset id looks like org/name"),
     ("negative_range past depth", lambda e: ["mine", *e.args("mining.depth=10")],
      r"mining\.negative_range ends at 30, past mining\.depth=10"),
+    # a threshold above every grade: found when the judgments load (before the index), naming the grades held
+    ("data.relevance_threshold above the demo's one grade", lambda e: ["mine", *e.args("data.relevance_threshold=99")],
+     r"data\.relevance_threshold=99 but the 'train' split's judgments \(.*demo\) grade only 1 \(1: 177\); no judgment "
+     r"counts as relevant; lower it to at most 1$"),
+    ("data.relevance_threshold above graded qrels", graded_train,
+     r"data\.relevance_threshold=3 but the 'train' split's judgments \(.*graded\) grade 0-2 \(0: 59, 1: 59, 2: 59\); "
+     r"no judgment counts as relevant; lower it to at most 2$"),
     # ---- config files and values
     ("YAML syntax error", lambda e: yaml_file(e, "train:\n  lr: [1,\n"), r"exp\.yaml:3:1: YAML syntax error"),
     ("YAML top level is a list", lambda e: yaml_file(e, "- train\n- lr\n"),
@@ -367,6 +383,15 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(env, capsys, build, pa
     assert lines[0].startswith(f"crosstune {argv[0]}: error: "), lines[0]
     assert re.search(pattern, lines[0]), lines[0]
     assert snapshot(env.tmp, env.mined) == before
+
+
+def test_too_few_negatives_in_the_range_names_the_mining_keys(env, capsys):
+    # found after retrieval, so BM25's progress bars precede it on stderr: the error is the last line
+    assert main(["mine", *env.args("mining.negative_range=[28,30]", "mining.num_negatives=3")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1].split("\r")[-1].strip()
+    assert re.fullmatch(r".*crosstune mine: error: no training rows: \{'fewer_candidates_than_negatives': 165\}; "
+                        r"lower mining\.num_negatives or mining\.negative_range\[0\], or raise mining\.depth", last), last
+    assert not (env.runs / "tiny" / "mined").exists()
 
 
 # ---------------------------------------------------------------- readers that now read what they misread

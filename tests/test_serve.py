@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from crosstune.data.truncation import cut_query
 from crosstune.data.types import DataError
 from crosstune.train.config import ServeConfig, load_config
 from crosstune.train.ranking.pipeline import RankingPipeline
@@ -246,6 +247,139 @@ def test_a_body_without_content_length_is_cut_at_the_limit(server):
     conn.close()
 
 
+# ---------------------------------------------------------------- a body too large: the 413 reaches every client
+
+BIG_LIMIT = 5_000_000  # the body below is 3.6x this: inside the drain bound, and far more than socket buffers hold
+
+
+def raw_exchange(srv, head: bytes, body_parts=(), wait_s: float = 60) -> tuple[int, dict, str, float]:
+    """Send the head and every body part before reading a byte, as urllib and many SDKs do; then (status, JSON body,
+    the raw head of the answer, seconds until the answer was complete)."""
+    import socket
+
+    with socket.create_connection(srv[:2], timeout=wait_s) as sock:
+        start = time.time()
+        sock.sendall(head)
+        for part in body_parts:
+            sock.sendall(part)
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed before answering: {data[:300]!r}"
+            data += chunk
+    head_out, _, payload = data.partition(b"\r\n\r\n")
+    return int(head_out.split()[1]), json.loads(payload), head_out.decode().lower(), time.time() - start
+
+
+def post_head(length: int | None, *extra: str) -> bytes:
+    lines = ["POST /rerank HTTP/1.1", "Host: test", "Content-Type: application/json", "Connection: close", *extra,
+             f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_a_client_that_sends_its_whole_body_first_reads_the_413(pipeline):
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"query": "q", "texts": ["a" * int(BIG_LIMIT * 3.6)]}).encode()
+    with running(pipeline, max_body_bytes=BIG_LIMIT) as srv:
+        # urllib: Content-Length and Connection: close, the whole body sent before it reads (the reset it met)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(f"http://{srv[0]}:{srv[1]}/rerank", data=body,
+                                                          headers={"Content-Type": "application/json"}), timeout=60)
+        out = json.loads(refused.value.read())
+        assert refused.value.code == 413 and out["error_type"] == "payload_too_large" and "5,000,000" in out["error"]
+        # chunked, no Content-Length: the size is only known while reading
+        chunks = [b"%x\r\n%s\r\n" % (len(body[i:i + 65536]), body[i:i + 65536]) for i in range(0, len(body), 65536)]
+        status, out, _, _ = raw_exchange(srv, post_head(None), [*chunks, b"0\r\n\r\n"])
+        assert (status, set(out), out["error_type"]) == (413, {"error", "error_type"}, "payload_too_large")
+        assert call(srv, "POST", "/rerank", {"query": QUERY, "texts": TEXTS[:2]})[0] == 200
+
+
+@pytest.mark.parametrize("what,extra,length", [
+    ("past the drain bound", (), 10 ** 12),
+    ("waiting for 100 Continue", ("Expect: 100-continue",), 5000),
+])
+def test_a_body_not_worth_reading_is_refused_at_once_and_the_connection_closed(server, what, extra, length):
+    # only the head is sent: an answer at all shows the server did not wait for the body
+    status, out, head, _ = raw_exchange(server, post_head(length, *extra), wait_s=10)
+    assert (status, out["error_type"]) == (413, "payload_too_large") and f"{length:,} bytes" in out["error"]
+    assert "connection: close" in head and "100 continue" not in head
+
+
+def test_a_body_that_trickles_in_is_drained_for_drain_s_at_most(server, monkeypatch):
+    from crosstune.train.serving import app
+
+    monkeypatch.setattr(app, "DRAIN_S", 0.5)
+    status, out, head, seconds = raw_exchange(server, post_head(9000), [b"x" * 5000], wait_s=30)
+    assert (status, out["error_type"]) == (413, "payload_too_large") and "connection: close" in head
+    assert 0.4 < seconds < 20
+
+
+# ---------------------------------------------------------------- each pair tokenized once a request
+
+
+@contextlib.contextmanager
+def pairs_tokenized(tokenizer):
+    """Every (text, text_pair) the real tokenizer is called on while the block runs, through its own __call__."""
+    seen: list[tuple[str, str]] = []
+    real = type(tokenizer)
+
+    def counting(self, text=None, text_pair=None, *args, **kwargs):
+        if text_pair is not None:
+            seen.extend(zip([text] if isinstance(text, str) else text,
+                            [text_pair] if isinstance(text_pair, str) else text_pair))
+        return real.__call__(self, text, text_pair, *args, **kwargs)
+
+    tokenizer.__class__ = type(real.__name__, (real,), {"__call__": counting})
+    try:
+        yield seen
+    finally:
+        tokenizer.__class__ = real
+
+
+@pytest.fixture(scope="module")
+def onnx_pipeline(export):
+    """The same model as an ONNX export, scored by onnxruntime."""
+    from crosstune.train.recipes.export import export_command
+
+    source = Path(export[1].run.root) / "model"  # where the export fixture saved the model it exported
+    return RankingPipeline.load(str(export_command(export[1], source=str(source), fmt="onnx")), export[1])
+
+
+LONG = "who may end the lease early, and how much notice must the tenant give the landlord in writing before?"
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("budget", [0, 6])
+def test_each_pair_is_tokenized_once_a_request_with_the_same_scores_and_usage(request, monkeypatch, backend, budget):
+    pipe = request.getfixturevalue("pipeline" if backend == "torch" else "onnx_pipeline")
+    monkeypatch.setattr(pipe.scorer, "max_query_tokens", budget)  # a query budget cuts the query's text first
+    texts = [*TEXTS, "word " * 90, "lease " * 40]  # two are cut at max length 64
+    expected = by_index(pipe.rerank(LONG, texts))
+    uncut = pipe.pair_lengths(LONG, texts)
+    usage = sum(min(n, pipe.max_length) for n in uncut)
+    assert max(uncut) > pipe.max_length and usage > len(texts)
+    query = cut_query(pipe.scorer.tokenizer, LONG, budget)
+    assert (query == LONG) == (not budget)
+    with running(pipe) as srv:
+        for body, path in [({"query": LONG, "documents": texts, "raw_scores": True}, "/v2/rerank"),
+                           ({"query": LONG, "texts": texts, "raw_scores": True, "truncate": False}, "/rerank")]:
+            with pairs_tokenized(pipe.scorer.tokenizer) as seen:
+                status, out, _ = call(srv, "POST", path, body)
+            # each text once, beside the query (its first `budget` tokens' text under a budget)
+            assert sorted(t for _, t in seen) == sorted(texts), "each (query, text) pair tokenized once"
+            assert {q for q, _ in seen} == {query}
+            if path == "/rerank":  # truncate=false and a pair past max length: refused, from the same count
+                assert (status, out["error_type"]) == (413, "validation") and f"text {uncut.index(max(uncut))}" in out[
+                    "error"]
+                continue
+            assert status == 200 and out["usage"] == {"prompt_tokens": usage, "total_tokens": usage}
+            got = {r["index"]: r["relevance_score"] for r in out["results"]}
+            assert got == {i: pytest.approx(s, abs=1e-6) for i, s in expected.items()}
+    assert pipe.scorer.pair_tokens is None  # counting is switched off again
+
+
 # ---------------------------------------------------------------- concurrency, batching, overload
 
 
@@ -278,9 +412,9 @@ class Held:
     def __getattr__(self, name):
         return getattr(self.pipeline, name)
 
-    def rerank_many(self, requests, top_n=None):
+    def rerank_counted(self, requests, top_n=None):
         assert self.gate.wait(30)
-        return self.pipeline.rerank_many(requests, top_n)
+        return self.pipeline.rerank_counted(requests, top_n)
 
 
 def wait_pending(srv, n: int) -> None:

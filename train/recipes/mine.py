@@ -54,8 +54,11 @@ def mine_command(cfg: Config, overwrite: bool = False) -> dict:
     stats["truncation"] = truncation_report(tokenizer, row_pairs(rows), cfg.model.max_length,
                                             cfg.model.max_query_tokens, "mine")
     if not rows:
-        raise DataError(f"no training rows: {stats['queries_dropped']}; lower mining.num_negatives or "
-                        "mining.negative_range[0], or raise mining.depth")
+        # the fix depends on why queries dropped: too few negatives, or no relevant passage at all
+        few = stats["queries_dropped"].get("fewer_candidates_than_negatives")
+        raise DataError(f"no training rows: {stats['queries_dropped']}; " + (
+            "lower mining.num_negatives or mining.negative_range[0], or raise mining.depth" if few else
+            "no query has a relevant passage in the corpus; check data.relevance_threshold and the qrels' ids"))
     if teacher:  # 3b. the teacher scores every pair; negatives it ranks near the positive may go
         rows, stats["teacher"] = teach(rows, cfg, teacher)
         stats.update(rows=len(rows), queries_used=len({r["query_id"] for r in rows}))
