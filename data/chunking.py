@@ -200,12 +200,14 @@ def chunk_text(text: str, chunking: Chunking, spans: TokenSpans) -> list[tuple[i
 
 # -- a corpus ----------------------------------------------------------------------------------------------------
 class Passages(dict):
-    """A corpus of passages (passage id -> Doc) that remembers each document's length: span judgments are checked
-    against the documents they name."""
+    """A corpus of passages (passage id -> Doc) that remembers each document's length (span judgments are checked
+    against the documents they name) and where each came from (file and page starts, for `locate`)."""
 
-    def __init__(self, passages: dict, doc_lengths: dict[str, int]):
+    def __init__(self, passages: dict, doc_lengths: dict[str, int],
+                 doc_origins: Optional[dict[str, tuple[str, tuple[int, ...]]]] = None):
         super().__init__(passages)
         self.doc_lengths = doc_lengths
+        self.doc_origins = doc_origins or {}  # document -> (source file, page starts); only documents that have them
 
 
 def chunk_corpus(documents: Corpus, chunking: Chunking, spans: TokenSpans) -> Passages:
@@ -222,7 +224,8 @@ def chunk_corpus(documents: Corpus, chunking: Chunking, spans: TokenSpans) -> Pa
         log.warning("%d of %d documents hold no text to cut into passages; they are left out", empty, len(documents))
     if not out:
         raise DataError("data.chunking: no document holds any text; the corpus is empty after chunking")
-    return Passages(out, {d: len(doc.text) for d, doc in documents.items()})
+    return Passages(out, {d: len(doc.text) for d, doc in documents.items()},
+                    {d: (doc.source, doc.page_starts) for d, doc in documents.items() if doc.source or doc.page_starts})
 
 
 def document_lengths(corpus: Corpus) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""Read corpora, queries and qrels from a BEIR folder, MS MARCO style TSV or a Hugging Face dataset."""
+"""Read corpora, queries and qrels from a BEIR folder, MS MARCO style TSV, a Hugging Face dataset or a folder of
+document files (PDF, DOCX, HTML, .txt, .md: readers.py)."""
 from __future__ import annotations
 
 import logging
@@ -12,10 +13,11 @@ from .chunking import validate as validate_chunking
 from .readers import (
     add_judgment,
     first_existing,
+    has_documents,
     read_beir_corpus,
     read_beir_queries,
+    read_document_folder,
     read_qrels_tsv,
-    read_text_folder,
     read_tsv_pairs,
     text_folder,
 )
@@ -29,7 +31,8 @@ log = logging.getLogger(__name__)
 class DataConfig:
     # a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv), an MS MARCO folder
     # (collection.tsv, queries.<split>.tsv, qrels.<split>.tsv), a Hugging Face dataset id / local path, or a folder
-    # of .txt/.md documents (in corpus/ or the folder itself; queries.jsonl and qrels/ beside them, as in BEIR)
+    # of PDF, DOCX, HTML, .txt and .md documents (in corpus/ or the folder itself, at any depth; queries.jsonl and
+    # qrels/ beside them, as in BEIR)
     path: str = "data/demo"
     format: str = "auto"  # auto | beir | msmarco | hf | folder
     # for format hf: the dataset holding qrels (BEIR's hub layout keeps them in "<path>-qrels")
@@ -93,8 +96,8 @@ def detect_format(cfg: DataConfig) -> str:
         return "beir"
     if (folder / "collection.tsv").exists() or (folder / "collection.tsv.gz").exists():
         return "msmarco"
-    if folder.is_dir() and ((folder / "corpus").is_dir() or any(folder.glob("*.txt"))):
-        return "folder"  # .txt documents (a lone README.md does not make a folder of documents: datasets have one)
+    if folder.is_dir() and ((folder / "corpus").is_dir() or has_documents(folder)):
+        return "folder"  # document files at any depth (a lone README.md does not make a folder of documents)
     if folder.is_file() or not any(folder.iterdir()):
         raise DataError(f"{folder}: not a BEIR, MS MARCO or Hugging Face dataset folder; see data.format")
     # anything else is handed to `datasets`: a local folder it can read
@@ -168,13 +171,16 @@ def load_corpus(cfg: DataConfig, tokenizer=None) -> Corpus:
     documents = load_documents(cfg)
     if cfg.chunking == "none":
         return documents
-    return chunk_corpus(documents, chunking_of(cfg), token_spans(cfg, tokenizer))
+    passages = chunk_corpus(documents, chunking_of(cfg), token_spans(cfg, tokenizer))
+    if hasattr(documents, "reading"):
+        passages.reading = documents.reading  # files read and skipped (readers.py), for mined/stats.json
+    return passages
 
 
 def load_documents(cfg: DataConfig) -> Corpus:
     fmt, folder = detect_format(cfg), Path(cfg.path)
     if fmt == "folder":
-        corpus = read_text_folder(text_folder(folder), skip_readme=text_folder(folder) == folder)
+        corpus = read_document_folder(text_folder(folder), data_root=text_folder(folder) == folder)
     elif fmt == "beir":
         corpus = read_beir_corpus(first_existing(folder, ["corpus.jsonl", "corpus.jsonl.gz"]))
     elif fmt == "msmarco":

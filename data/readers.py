@@ -1,5 +1,6 @@
-"""Line-level readers of the files a collection comes in: JSON lines, BEIR/TREC qrels and id<TAB>text TSV,
-plain or gzipped. Each error names the file and the line."""
+"""Readers of the files a collection comes in: JSON lines, BEIR/TREC qrels and id<TAB>text TSV, plain or gzipped
+(each error names the file and the line), and folders of document files (PDF, DOCX, HTML, .txt, .md; one
+file is read by documents.py), where a file that cannot be read is warned about and skipped."""
 from __future__ import annotations
 
 import gzip
@@ -10,6 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
+from .documents import PLAIN, SUFFIXES, Unreadable, kind, read_document
 from .types import Corpus, DataError, Doc, Qrels, Queries
 
 log = logging.getLogger(__name__)
@@ -180,35 +182,81 @@ def read_tsv_pairs(path: Path, kind: str) -> dict[str, str]:
     return out
 
 
-DOCUMENT_SUFFIXES = (".txt", ".md")
-
-
 def text_folder(folder: Path) -> Path:
     """Where a folder keeps its documents: corpus/ when it has one, else the folder itself."""
     return folder / "corpus" if (folder / "corpus").is_dir() else folder
 
 
-def read_text_folder(folder: Path, skip_readme: bool = False) -> Corpus:
-    """One document per .txt/.md file under `folder`: id the path below it without the suffix (`nda/acme`), title
-    the file's name without it; `skip_readme` leaves out a README.md at the top. The text is kept byte for byte (line
-    endings too), so character offsets into it mean what they mean in the file."""
-    corpus: Corpus = {}
-    origin: dict[str, Path] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in DOCUMENT_SUFFIXES and p.is_file()):
+# beside the documents in a data folder (no corpus/): BEIR's queries and qrels, and the folder's own README
+SIDECARS = ("readme.md", "queries.jsonl", "queries.jsonl.gz")
+
+
+class Documents(dict):
+    """A corpus read from document files, with `reading`: files read per type, files skipped per reason."""
+
+    def __init__(self, docs: dict, reading: dict):
+        super().__init__(docs)
+        self.reading = reading
+
+
+def document_files(folder: Path, data_root: bool = False) -> Iterator[Path]:
+    """Every file a folder of documents offers, below it and sorted: hidden files and folders and Word's "~$" lock
+    files left out, and in a data folder itself (`data_root`) its README.md, queries and qrels/."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder)
-        if rel.parts[0].startswith(".") or (skip_readme and rel.as_posix().lower() == "readme.md"):
-            continue  # hidden folders; the data folder's own README is not a document
-        doc_id = rel.with_suffix("").as_posix()
+        if any(part.startswith(".") for part in rel.parts) or rel.name.startswith("~$"):
+            continue
+        if data_root and (rel.as_posix().lower() in SIDECARS or rel.parts[0] == "qrels"):
+            continue
+        yield path
+
+
+def has_documents(folder: Path) -> bool:
+    """Whether a folder holds a document file of a type that is read (below it, at any depth)."""
+    return any(p.suffix.lower() in SUFFIXES for p in document_files(folder, data_root=True))
+
+
+def read_document_folder(folder: Path, data_root: bool = False) -> Documents:
+    """One document per PDF, DOCX, HTML, .txt or .md file under `folder` (documents.py reads each): id the path below
+    it without the suffix (`nda/acme`), title the file's name without it, source the path with it and the page
+    starts of a PDF. A file that cannot be read (scanned, encrypted, corrupt, empty, another type) gets one warning
+    and the rest are read; only a folder where no document can be read is an error."""
+    origin: dict[str, Path] = {}
+    files = list(document_files(folder, data_root))
+    for path in (p for p in files if p.suffix.lower() in SUFFIXES):  # ids first: two files that would be one
+        doc_id = path.relative_to(folder).with_suffix("").as_posix()  # document stop before anything is read
         if doc_id in origin:
             raise DataError(f"{path}: document id {doc_id!r} is also {origin[doc_id]}; rename one of the two")
-        try:
-            with open(path, encoding="utf-8", newline="") as f:
-                text = f.read()
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); re-save the file "
-                            "as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
         origin[doc_id] = path
-        corpus[doc_id] = Doc(title=path.stem, text=text)
-    if not corpus:
-        raise DataError(f"{folder}: no .txt or .md documents; put one document per file there")
-    return corpus
+    docs: dict[str, Doc] = {}
+    read: dict[str, int] = {}
+    skipped: dict[str, list[str]] = {}
+    for path in files:
+        rel = path.relative_to(folder)
+        try:
+            text, starts = read_document(path)
+        except Unreadable as e:
+            log.warning("%s: skipped, %s", path, e)
+            skipped.setdefault(e.reason, []).append(rel.as_posix())
+            continue
+        plain = path.suffix.lower() in PLAIN  # read byte for byte, as they always were: no source to name
+        docs[rel.with_suffix("").as_posix()] = Doc(path.stem, text, "" if plain else rel.as_posix(), starts)
+        read[kind(path)] = read.get(kind(path), 0) + 1
+    reading = {"documents": len(docs), "read": read, "skipped": skipped}
+    if not docs:
+        raise DataError(f"{folder}: no document could be read ({reading_line(reading)}); put PDF, DOCX, HTML, .txt or "
+                        ".md files there, one document a file")
+    (log.warning if skipped else log.info)("%s: %s", folder, reading_line(reading))
+    return Documents(docs, reading)
+
+
+def reading_line(reading: dict) -> str:
+    """"read 5 documents (3 pdf, 2 docx); skipped 2: 1 scanned (scan.pdf), 1 unsupported (old.doc)"."""
+    read = ", ".join(f"{n} {k}" for k, n in sorted(reading["read"].items()))
+    line = f"read {reading['documents']} documents" + (f" ({read})" if read else "")
+    skipped = reading["skipped"]
+    if skipped:
+        line += f"; skipped {sum(map(len, skipped.values()))}: " + ", ".join(
+            f"{len(names)} {why} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+            for why, names in sorted(skipped.items()))
+    return line

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 class Doc:
     title: str
     text: str
+    # documents read from files (data/documents.py): the file below data.path ("leases/acme.pdf"), and the character
+    # offset in `text` where each page begins (page_starts[0] == 0); both empty where the source has no pages
+    source: str = ""
+    page_starts: tuple[int, ...] = ()
 
 
 Corpus = dict[str, Doc]

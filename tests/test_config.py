@@ -130,7 +130,8 @@ def test_bundled_configs_load():
     demo = load_config(ROOT / "configs" / "demo.yaml")
     assert demo.run.name == "demo" and demo.data.path == "data/demo"
     assert demo.mining.depth == 50 and demo.mining.negative_range == [0, 50] and demo.mining.num_negatives == 15
-    assert demo.train.group_size - 1 <= demo.mining.num_negatives and demo.train.max_steps == 0
+    assert demo.train.group_size - 1 <= demo.mining.num_negatives
+    assert demo.train.time_budget == "4m30s" and demo.train.max_steps == 165  # fitted to the machine, capped
     assert demo.bm25.backend == "bm25s" and demo.eval.depth == 50
     tiny = load_config(ROOT / "configs" / "tiny.yaml")
     assert tiny.run.name == "tiny" and tiny.train.max_steps == 4 and tiny.train.group_size == 4

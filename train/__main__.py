@@ -7,5 +7,6 @@ from crosstune.train.cli import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    sys.exit(main(argv if argv[:1] and argv[0] in {"mine", "train", "export", "evaluate", "rerank", "serve", "demo", "plot"}
+    sys.exit(main(argv if argv[:1] and argv[0] in {"mine", "train", "export", "evaluate", "rerank", "serve", "demo", "plot",
+                                                    "adapt"}
                   else ["train", *argv]))

@@ -53,11 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top", type=int, default=10, help="passages to print per query")
     c = command("demo", "mine -> train -> export -> evaluate on the bundled legal demo set", config_required=False)
     c.add_argument("--overwrite", action="store_true", help="replace checkpoints/<run>/ from an earlier demo")
+    add_adapt(command)
     add_serve_and_plot(sub)
     for c in sub.choices.values():
         c.add_argument("--verbose", action="store_true",
                        help="show libraries' debug log lines (also: CROSSTUNE_LOG=debug)")
     return p
+
+
+def add_adapt(command) -> None:
+    c = command("adapt", "a folder of documents (PDF, DOCX, HTML, .txt, .md) -> an adapted, exported reranker, inside "
+                "a time budget: pseudo-queries, then your judged queries if given (every step an existing command on "
+                "<run>/adapt.yaml; run again to resume)", config_required=False)
+    c.add_argument("path", metavar="PATH", help="folder of documents, read recursively")
+    c.add_argument("--queries", default=None, help="judged queries: JSON lines {_id, text} or id<TAB>text")
+    c.add_argument("--qrels", default=None, help="their judgments: query-id<TAB>doc-id<TAB>score, doc ids being the "
+                   "files' paths below PATH without the suffix (contracts/acme for contracts/acme.pdf)")
+    c.add_argument("--test-qrels", default=None, help="judgments of other queries, reported and never trained or "
+                   "chosen on")
+    c.add_argument("--budget", default="30m", help="wall time for everything: 10m, 30m, 1h30m (default 30m)")
+    c.add_argument("--name", default="adapt", help="the run: checkpoints/<name>/ (default adapt)")
+    c.add_argument("--root", default="checkpoints", help="folder for runs (default checkpoints)")
+    c.add_argument("--overwrite", action="store_true", help="start over (the old run is kept until the new one writes)")
 
 
 def add_serve_and_plot(sub) -> None:
@@ -114,6 +131,12 @@ def dispatch(args) -> None:
 
     if args.command == "demo":
         return run_demo(args)
+    if args.command == "adapt":
+        from crosstune.train.recipes.adapt import Inputs, adapt_command
+
+        inputs = Inputs(args.path, args.queries or "", args.qrels or "", args.test_qrels or "", args.budget)
+        adapt_command(inputs, args.name, args.root, args.overrides, args.overwrite, args.config)
+        return
     if args.command == "plot":
         from crosstune.train.evaluation.dashboard import plot_runs
 

@@ -49,6 +49,19 @@ def training_note(cfg: Config, base: str) -> str:
     return "\n".join(lines)
 
 
+def budget_note(plan: dict | None) -> str:
+    """train.time_budget's plan beside what ran: the card says how the step count was chosen."""
+    if not plan:
+        return ""
+    from crosstune.train.config.checks import format_duration
+
+    ran = (f"; ran {plan['ran_steps']} steps in {format_duration(plan['ran_s'])} (ended by {plan['ended_by']}, "
+           "the export after it not counted)" if plan.get("ran_steps") is not None else "")
+    return (f"\n- Time budget: {format_duration(plan['budget_s'])} (`train.time_budget`). Measured on the training "
+            f"machine ({plan.get('machine') or 'not recorded'}): {plan['step_s']:.2f} s a step, {plan['pair_s'] * 1000:.1f} ms a scored pair; planned "
+            f"{plan['steps']} steps and {plan['checks']} dev check(s), every {plan['eval_every']} steps{ran}.")
+
+
 def dev_section(cfg: Config, dev_metrics: dict | None, dev_table: str) -> str:
     """The card's dev metrics: which split chose, at what depth and step, with which weights; in-sample, said so."""
     if not dev_metrics:
@@ -62,7 +75,7 @@ def dev_section(cfg: Config, dev_metrics: dict | None, dev_table: str) -> str:
 
 
 def model_card(cfg: Config, dev_metrics: dict | None, fmt: str = "hf", fields: dict | None = None,
-               dev_table: str = "") -> str:
+               dev_table: str = "", plan: dict | None = None) -> str:
     """README.md of an export; `dev_table` is the dev metrics as the reports lay them out (made by the caller: the
     tables belong to evaluation/, a floor above this one)."""
     base = "sentence-transformers/all-MiniLM-L6-v2" if cfg.model.name == DEFAULT_BASE else cfg.model.name
@@ -106,7 +119,7 @@ scores = model.predict([("query", "passage"), ...])
 ```
 
 ## Training
-{training_note(cfg, base)}
+{training_note(cfg, base)}{budget_note(plan)}
 
 ## Dev metrics
 {metrics}

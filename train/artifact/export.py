@@ -18,7 +18,7 @@ IDENTITY = "torch.nn.modules.linear.Identity"
 
 
 def export_model(src: Path, out: Path, cfg: Config, dev_metrics: dict | None, fmt: str = "hf",
-                 dev_table: str = "") -> dict:
+                 dev_table: str = "", plan: dict | None = None) -> dict:
     """Write the model in `fmt`, its tokenizer (tokenizer.json), README.md and crosstune.json into `out`; returns
     the manifest. An ONNX export is made from the hf export of the same model, written to a scratch folder first."""
     check_format(fmt)
@@ -29,7 +29,7 @@ def export_model(src: Path, out: Path, cfg: Config, dev_metrics: dict | None, fm
         with tempfile.TemporaryDirectory(prefix="crosstune-hf-") as scratch:
             write_hf(src, Path(scratch), cfg)
             extra = write_onnx(Path(scratch), out, fmt)
-    (out / "README.md").write_text(model_card(cfg, dev_metrics, fmt, extra, dev_table))
+    (out / "README.md").write_text(model_card(cfg, dev_metrics, fmt, extra, dev_table, plan))
     # written last: it hashes every other file
     return write_manifest(out, {**serving_config(cfg, dev_metrics), "format": fmt, "activation": "identity", **extra})
 

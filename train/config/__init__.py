@@ -52,7 +52,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     schedule: str = "linear"  # linear | cosine | constant, after warmup
     warmup_ratio: float = 0.1
-    max_steps: int = 0  # optimizer steps; 0 means use epochs
+    max_steps: int = 0  # optimizer steps; 0 means use epochs. With a time_budget: the most steps the plan may take
+    # a wall-clock budget such as "20m", "90s", "1h30m" for the whole `crosstune train` (loading, dev checks and the
+    # export after it included): the loop times its own steps and a dev check's scoring on this machine first, then
+    # sets the step count and the dev-check schedule (eval_every, save_every) to fit (training/plan.py). train.epochs
+    # is then ignored; "" trains for max_steps / epochs
+    time_budget: str = ""
     epochs: float = 1.0
     max_grad_norm: float = 1.0
     # BCE: weight of a positive; None means k negatives per positive, which keeps BCE from

@@ -2,6 +2,7 @@
 run on every config load so that a bad value stops a command before it does any work."""
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from crosstune.data.chunking import validate as validate_chunking
@@ -30,6 +31,38 @@ CHOICES = {
 
 
 # (key, test, what to set): numbers that would divide by zero, loop forever or write nonsense reports later
+# a duration as people write one: 20m, 90s, 1h30m, 1.5h
+DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(value) -> float:
+    """Seconds of a duration such as "20m", "90s", "1h30m", "1.5h"; "" (or None) is 0, no budget. A bare number is
+    refused: minutes or seconds, it cannot say."""
+    text = str(value or "").strip().lower().replace(" ", "")
+    m = DURATION.match(text)
+    if not text:
+        return 0.0
+    if not m or not any(m.groups()):
+        raise ValueError(f"{value!r} is not a duration")
+    h, mi, s = (float(g or 0) for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def format_duration(seconds: float) -> str:
+    """90 -> "1m30s", 1800 -> "30m", 45 -> "45s"."""
+    seconds = int(round(seconds))
+    m, s = divmod(seconds, 60)
+    h, m = divmod(m, 60)
+    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
+
+
+def valid_duration(value) -> bool:
+    try:
+        return parse_duration(value) >= 0
+    except ValueError:
+        return False
+
+
 # keys older configs may still hold, and what replaced them
 REMOVED = {"eval.dev_depth": "it was removed: dev checks rerank eval.depth candidates, the depth the fusion weights "
                              "they tune are applied at; delete the key"}
@@ -44,6 +77,7 @@ RANGES = [
     ("train.warmup_ratio", lambda v: 0 <= v <= 1, "a fraction of the steps in [0, 1], e.g. 0.1"),
     ("train.max_steps", lambda v: v >= 0, "an integer >= 0 (0: use train.epochs)"),
     ("train.epochs", lambda v: v >= 0, "a number >= 0"),
+    ("train.time_budget", valid_duration, "a duration such as 20m, 90s or 1h30m (empty: no budget)"),
     ("train.max_grad_norm", lambda v: v > 0, "a norm > 0, e.g. 1.0"),
     ("train.pos_weight", lambda v: v is None or v > 0, "a weight > 0, or null for k negatives per positive"),
     ("train.save_every", lambda v: v >= 1, "an integer >= 1 (optimizer steps between checkpoints)"),

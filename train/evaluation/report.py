@@ -12,6 +12,7 @@ from crosstune.data.types import Corpus, Qrels, Queries, Run, ranked
 from crosstune.train.evaluation.analysis import intervals, pick_examples, query_changes
 from crosstune.train.evaluation.metrics import format_table, headline
 from crosstune.train.evaluation.plots import change_figure, depth_figure, metrics_figure, save
+from crosstune.train.ranking.locations import place
 
 TOP = 3  # passages shown a side in an example
 
@@ -51,11 +52,21 @@ def cell(text: str) -> str:
 
 
 def passage(corpus: Corpus, did: str, relevant: bool) -> str:
+    """✓ where judged relevant, the title, the first words and, where the corpus has documents, the place."""
     doc = corpus[did]
     words = doc.text.split()
     snippet = " ".join(words[:WORDS]) + (" ..." if len(words) > WORDS else "")
     title = f"**{cell(doc.title)}**: " if doc.title else ""
-    return ("✓ " if relevant else "") + title + cell(snippet)
+    return ("✓ " if relevant else "") + title + cell(snippet) + where(corpus, did, " <br>")
+
+
+def where(corpus: Corpus, did: str, before: str, beside_id: bool = False) -> str:
+    """The passage's place in its document ("acme.pdf, page 12") in italics after `before`; nothing for an entry
+    with no place, or, `beside_id`, for one whose id already says it all (a chunk id's document and characters)."""
+    location = place(did, corpus)
+    if location is None or (beside_id and not location.source and location.page is None):
+        return ""
+    return f"{before}_{cell(location.label())}_"
 
 
 def side_by_side(qid: str, query: str, judged: dict[str, int], corpus: Corpus, bm25: Run, reranked: Run,
@@ -67,11 +78,11 @@ def side_by_side(qid: str, query: str, judged: dict[str, int], corpus: Corpus, b
     for i in range(TOP):
         cells = [passage(corpus, r[i], judged.get(r[i], 0) > 0) if i < len(r) else "" for r in (left, right)]
         rows.append(f"| {i + 1} | {cells[0]} | {cells[1]} |")
-    where = []
+    judged_at = []
     for did in sorted(d for d, rel in judged.items() if rel > 0):
         pos = [f"#{r.index(did) + 1}" if did in r else "not retrieved" for r in (left, right)]
-        where.append(f"`{did}` BM25 {pos[0]} -> reranked {pos[1]}")
-    return "\n".join(rows) + "\n\nJudged relevant: " + "; ".join(where) + "\n"
+        judged_at.append(f"`{did}`{where(corpus, did, ' ', beside_id=True)} BM25 {pos[0]} -> reranked {pos[1]}")
+    return "\n".join(rows) + "\n\nJudged relevant: " + "; ".join(judged_at) + "\n"
 
 
 def query_section(title: str, intro: str, qids: list[str], report: dict, queries: Queries, qrels: Qrels,
@@ -137,7 +148,8 @@ def render(report: dict, run_name: str, selection: dict, fusion, files: dict[str
         f"{change['unchanged']} are unchanged, {change['worse']} get worse** (of {report['queries']}).\n\n"
         f"![per-query nDCG@10 change]({files['per_query_change']})\n",
         depth_section(report, files),
-        "✓ marks a passage judged relevant; each passage shows its document's title and first words.\n",
+        "✓ marks a passage judged relevant; each passage shows its document's title and first words, and where the "
+        "corpus holds documents, its place in its document (file and page, else characters).\n",
         query_section("Biggest wins", "The queries whose nDCG@10 the reranker raised most.", picks["wins"], report,
                       queries, qrels, corpus, bm25, reranked),
         query_section("Biggest losses", "The queries whose nDCG@10 the reranker lowered most.", picks["losses"], report,

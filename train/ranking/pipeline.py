@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from crosstune.data.bm25 import BM25Config, BM25Index, load_or_build, score_texts
+from crosstune.data.locations import Location, locate
 from crosstune.data.types import Corpus, DataError, Doc, Queries, Run, ranked
 from crosstune.train.artifact.manifest import read_manifest
 from crosstune.train.config import Config, mined_dir
@@ -37,6 +38,8 @@ class Hit:
     logit: Optional[float]  # the cross-encoder's logit; None for a candidate past the rerank depth
     title: str
     text: str
+    # where a search hit lies in its document (file, character offsets, pages); None for texts a caller brought
+    location: Optional[Location] = None
 
 
 @dataclass
@@ -198,12 +201,17 @@ class RankingPipeline:
         return [self.hits(ranking, q, self.corpus, k) for q in qs]
 
     def hits(self, ranking: Ranking, qid: str, corpus: Corpus, top_n: Optional[int], rerank: bool = False) -> list[Hit]:
+        """A query's top `top_n` (all with None), best first; a search hit carries its place in its document."""
         order = ranked(ranking.final.get(qid, {}))
         out = []
         for did in order[:top_n] if top_n else order:
             doc, logit = corpus[did], ranking.cross_encoder.get(qid, {}).get(did)
-            index = int(did.rsplit(":", 1)[1]) if rerank else None
-            out.append(Hit(str(index) if rerank else did, index, ranking.final[qid][did], logit, doc.title, doc.text))
+            score = ranking.final[qid][did]
+            if rerank:
+                index = int(did.rsplit(":", 1)[1])
+                out.append(Hit(str(index), index, score, logit, doc.title, doc.text))
+            else:
+                out.append(Hit(did, None, score, logit, doc.title, doc.text, locate(did, corpus)))
         return out
 
     # -- what a client or a report needs to know ----------------------------------------------------------------------

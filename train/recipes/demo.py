@@ -16,6 +16,26 @@ DEMO_CONFIG = Path(__file__).resolve().with_name("demo.yaml")
 DEMO_DATA = HOME / "data" / "demo"
 
 
+def evaluation_pairs(cfg) -> int:
+    """Pairs `crosstune evaluate` scores on the test split: eval.depth for each judged query."""
+    from crosstune.data.loading import load_qrels
+
+    return len(load_qrels(cfg.data, cfg.data.test_split)) * cfg.eval.depth
+
+
+def plan_line(cfg, pairs: int) -> str:
+    from crosstune.train.artifact.machine import describe_machine
+    from crosstune.train.config.checks import parse_duration
+
+    budget = cfg.train.time_budget
+    eta = time.strftime("%H:%M:%S", time.localtime(time.time() + parse_duration(budget))) if budget else ""
+    fit = (f"within train.time_budget {budget} from the start of training, fitted to this machine ({describe_machine()}"
+           f"): done by ~{eta} plus the seconds mining takes; the training plan below gives its steps" if budget else
+           f"for {cfg.train.max_steps or cfg.train.epochs} {'steps' if cfg.train.max_steps else 'epochs'}")
+    return (f"demo | plan: mine BM25 hard negatives, train, export, then evaluate {pairs} (query, passage) pairs of "
+            f"split {cfg.data.test_split!r}; training, export and evaluation {fit}")
+
+
 def run_demo(args) -> None:
     from crosstune.train.config import load_config, run_dir
     from crosstune.train.recipes.evaluate import evaluate_command
@@ -44,7 +64,9 @@ def run_demo(args) -> None:
         else:
             previous = None
     seconds = {}
-    for name, step in [("mine", lambda: mine_command(cfg)), ("train", lambda: train(cfg)),
+    after = (evaluation_pairs(cfg), 0.0)  # the evaluation runs inside train.time_budget too
+    print(plan_line(cfg, after[0]))
+    for name, step in [("mine", lambda: mine_command(cfg)), ("train", lambda: train(cfg, after=after)),
                        ("export", lambda: export_command(cfg)), ("evaluate", lambda: evaluate_command(cfg))]:
         print(f"\n== {name} ==")
         t0 = time.time()

@@ -12,6 +12,13 @@ from crosstune.train.config import Config, dotted, run_dir, trained_config
 from crosstune.train.evaluation.metrics import format_table
 from crosstune.train.recipes.common import export_dir, newest_model
 from crosstune.train.training.checkpoint import model_folder
+from crosstune.train.training.plan import PLAN_FILE
+
+
+def run_plan(cfg: Config) -> dict | None:
+    """The run's train.time_budget plan and what ran (<run>/plan.json), for the card; None without one."""
+    path = run_dir(cfg) / PLAN_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def export_command(cfg: Config, source: str | None = None, overwrite: bool = False, fmt: str = "hf") -> Path:
@@ -30,7 +37,7 @@ def export_command(cfg: Config, source: str | None = None, overwrite: bool = Fal
             print(f"export | as the run trained ({run_dir(cfg) / 'config.yaml'}; this command's config differs): {shown}")
     # 2. write the folder atomically
     with atomic_dir(out) as tmp:
-        export_model(src, tmp, cfg, dev, fmt, format_table(dev) if dev else "")
+        export_model(src, tmp, cfg, dev, fmt, format_table(dev) if dev else "", run_plan(cfg) if not source else None)
     loads = ("transformers and sentence_transformers.CrossEncoder" if fmt == "hf" else
              'onnxruntime and sentence_transformers.CrossEncoder(path, backend="onnx")')
     print(f"export | {src} -> {out} ({fmt}; logits; loads in {loads})")

@@ -51,6 +51,8 @@ def mine_command(cfg: Config, overwrite: bool = False) -> dict:
         stats["pseudo_queries"] = tag_rows(pseudo, rows)
     if chunks:
         stats["chunking"] = chunks
+    if getattr(corpus, "reading", None):
+        stats["reading"] = corpus.reading  # a folder of document files: files read per type, skipped per reason
     stats["truncation"] = truncation_report(tokenizer, row_pairs(rows), cfg.model.max_length,
                                             cfg.model.max_query_tokens, "mine")
     if not rows:

@@ -4,7 +4,9 @@ the fix), and ranked hits shaped the way text-embeddings-inference, Infinity and
 Shapes: TEI `{"query", "texts", "raw_scores"?, "return_text"?, "truncate"?}` -> `[{"index", "score", "text"?}]`;
 Infinity (on /rerank) and Cohere (on /v1/rerank, /v2/rerank) `{"query", "documents", "top_n"?, "return_documents"?,
 "model"?}` -> `{"id", "results": [{"index", "relevance_score", "document"?}], "model", "usage", ...}`, where Infinity
-returns the document as a string and Cohere as `{"text": ...}`.
+returns the document as a string and Cohere as `{"text": ...}`. /search `{"query", "top_k"?, "return_text"?}` ->
+`{"query", "model", "results": [{"id", "title", "score", "logit", "document", "source", "page", "last_page", "start",
+"end", "text"?}]}`.
 """
 from __future__ import annotations
 
@@ -198,7 +200,18 @@ def cohere_body(req: RerankRequest, ranked: Ranked, fused: bool, model: str, coh
 
 def search_body(req: SearchRequest, hits: list, model: str) -> dict:
     """Scores as the pipeline ranks (fused, else the logit); `logit` is the cross-encoder's alone, null for a
-    passage past the rerank depth."""
+    passage past the rerank depth. Each hit says where it lies: its document, the file it was read from, the
+    character offsets into the document's text and the pages they fall on (null where unknown)."""
     return {"query": req.query, "model": model,
-            "results": [{"id": h.doc_id, "title": h.title, "score": h.score, "logit": h.logit,
+            "results": [{"id": h.doc_id, "title": h.title, "score": h.score, "logit": h.logit, **place(h),
                          **({"text": h.text} if req.return_text else {})} for h in hits]}
+
+
+PLACE_KEYS = ("document", "source", "page", "last_page", "start", "end")
+
+
+def place(hit) -> dict:
+    """A search hit's document, source, page, last_page, start and end; null for what is not known (a corpus entry
+    read from no file has no source, a text file no pages)."""
+    found = hit.location.as_dict() if hit.location is not None else {}
+    return {key: None if found.get(key) == "" else found.get(key) for key in PLACE_KEYS}

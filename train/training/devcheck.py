@@ -81,6 +81,10 @@ class DevSet:
         self.qrels = self.judged.passages or self.judged.documents
         self.bi = biencoder_run(cfg, accelerator, self) if cfg.eval.biencoder else None
 
+    def pairs(self, cfg: Config) -> int:
+        """(query, passage) pairs a check scores: eval.depth for each query (a time budget plans with it)."""
+        return len(self.queries) * cfg.eval.depth
+
     def view(self, cfg: Config):
         """What the tuning scores: the passages, or (document judgments alone) documents by their passages."""
         if self.judged.passages:

@@ -17,6 +17,7 @@ from crosstune.train.artifact.outputs import replace_dir
 from crosstune.train.config import Config
 from crosstune.train.training.checkpoint import prune, step_name
 from crosstune.train.training.devcheck import dev_check
+from crosstune.train.training.plan import agree, past_deadline
 from crosstune.train.training.records import log_metrics
 from crosstune.train.training.rundir import discard_replaced
 
@@ -88,6 +89,9 @@ class Loop:
     steps: int
     loss_fn: Callable
     chance: float
+    plan: Any = None  # a training/plan.Plan under train.time_budget
+    resumed: bool = False  # a resumed run keeps its plan's steps: no deadline cut (the deadline was the first run's)
+    busy_s: float = 0.0  # seconds spent in dev checks and checkpoints (the step rate leaves them out)
 
 
 def run_loop(loop: Loop, state: LoopState) -> tuple[LoopState, float, int]:
@@ -96,7 +100,7 @@ def run_loop(loop: Loop, state: LoopState) -> tuple[LoopState, float, int]:
     model.train()
     losses, recent, warned = [], deque(maxlen=20), False
     bar = tqdm(total=loop.steps, initial=state.step, desc="train", unit="step", disable=not acc.is_main_process)
-    t0, pairs_seen = time.time(), 0
+    t0, pairs_seen, first = time.time(), 0, state.step
     while state.step < loop.steps:
         # Accelerate forwards set_epoch only to the sampler: the dataset draws each epoch's negatives itself
         loop.dataset.set_epoch(state.epoch)
@@ -119,6 +123,7 @@ def run_loop(loop: Loop, state: LoopState) -> tuple[LoopState, float, int]:
                 continue  # count optimizer steps, not micro-batches
             state.step += 1
             bar.update(1)
+            step_s = (time.time() - t0 - loop.busy_s) / (state.step - first)
             step_loss = acc.gather(torch.tensor(sum(losses) / len(losses), device=acc.device)).mean().item()
             recent.append((step_loss, logits.detach().float().std().item()))
             losses = []
@@ -127,17 +132,42 @@ def run_loop(loop: Loop, state: LoopState) -> tuple[LoopState, float, int]:
                           "elapsed_s": round(time.time() - t0, 3), "lr": loop.scheduler.get_last_lr()[0],
                           "pairs_per_s": round(pairs_seen / (time.time() - t0), 1)}
                 log_metrics(acc, loop.out, record)
-                bar.set_postfix(loss=f"{step_loss:.4f}")
+                bar.set_postfix(loss=f"{step_loss:.4f}", **eta(loop, state.step, step_s))
                 if not warned and (reason := collapse_reason(recent, loop.chance)):
                     warned = True
                     acc.print(f"warning: {reason}")
+            if loop.plan is not None and not loop.resumed:
+                budget_end(loop, state, step_s)
+            busy = time.time()
             after_step(loop, state)
+            loop.busy_s += time.time() - busy
             if state.step >= loop.steps:
                 break
         else:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     bar.close()
     return state, time.time() - t0, pairs_seen
+
+
+def eta(loop: Loop, step: int, step_s: float) -> dict:
+    """The progress bar's "done by" under a time budget: steps left at the rate so far, checks left, the export."""
+    if loop.plan is None:
+        return {}
+    done = loop.plan.eta(step, loop.dev is not None, time.time(), step_s)
+    return {"done_by": time.strftime("%H:%M:%S", time.localtime(done))}
+
+
+def budget_end(loop: Loop, state: LoopState, step_s: float) -> None:
+    """End the run at this step when one more, then the final check and the export, would overrun the budget: the
+    machine turned out slower than the plan measured. The step gets the final dev check and checkpoint."""
+    if state.step >= loop.steps:
+        return
+    if agree(loop.accelerator, past_deadline(loop.plan, time.time(), step_s, loop.dev is not None)):
+        loop.accelerator.print(f"train | train.time_budget {loop.cfg.train.time_budget} ends: stopping at step "
+                               f"{state.step} of the {loop.plan.steps} planned ({step_s:.2f} s a step here, "
+                               f"{loop.plan.step_s:.2f} s measured at the start)")
+        loop.plan.ended_by = "deadline"
+        loop.steps = state.step
 
 
 def after_step(loop: Loop, state: LoopState) -> None:

@@ -117,18 +117,21 @@ def data_loader(cfg: Config, tokenizer):
     return dataset, loader
 
 
-def optimization(cfg: Config, accelerator, model, loader):
-    """(model, optimizer, loader, scheduler, optimizer steps), prepared by Accelerate."""
+def prepared(cfg: Config, accelerator, model, loader):
+    """(model, optimizer, loader) prepared by Accelerate."""
+    return accelerator.prepare(model, make_optimizer(model, cfg), loader)
+
+
+def make_scheduler(cfg: Config, accelerator, optimizer, steps: int):
+    """The learning-rate schedule over `steps` optimizer steps, prepared by Accelerate."""
     from transformers import get_scheduler
 
-    optimizer = make_optimizer(model, cfg)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    steps, n_proc = total_steps(cfg, len(loader)), accelerator.num_processes
+    n_proc = accelerator.num_processes
     # a prepared scheduler steps once per process per optimizer step, so its horizon is scaled to match
     scheduler = get_scheduler("constant_with_warmup" if cfg.train.schedule == "constant" else cfg.train.schedule,
                               optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * steps) * n_proc,
                               num_training_steps=steps * n_proc)
-    return model, optimizer, loader, accelerator.prepare(scheduler), steps
+    return accelerator.prepare(scheduler)
 
 
 def resume_state(accelerator, out: Path, resume_path: Path | None, cfg: Config) -> LoopState:
