@@ -31,8 +31,8 @@ def test_the_plan_fits_the_time_left_with_a_few_checks(left, step, event, cap):
     assert steps * step + events * event <= left  # steps and checks fit in what is left
     assert events == -(-steps // every)  # a check every `every` steps, the last at the final step
     assert not cap or steps <= cap
-    if not cap:  # nothing wasted: one more step would not fit
-        assert (steps + 1) * step + events * event > left - step * events  # within a step per event of the end
+    if not cap:  # nothing wasted: what is left over is less than one more step and one more check
+        assert left - (steps * step + events * event) < step + event
 
 
 def test_a_budget_too_short_for_one_step_is_one_line_with_the_costs(tiny_cfg, mined_tiny):
