@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from crosstune.data.readers import read_qrels_tsv
+from crosstune.data.readers import read_qrels_tsv, read_tsv_pairs
 from crosstune.data.types import DataError
 from crosstune.train.artifact.outputs import write_atomic
 from crosstune.train.config import Config, load_config, mined_dir, run_dir
@@ -63,18 +63,12 @@ def check_inputs(inp: Inputs) -> None:
 
 
 def write_queries(src: Path, dst: Path) -> None:
-    """queries.jsonl as BEIR has it, from JSON lines or id<TAB>text lines."""
-    if src.suffix in (".jsonl", ".gz"):
-        shutil.copyfile(src, dst.with_name("queries" + "".join(src.suffixes)))
+    """queries.jsonl as BEIR has it, from JSON lines (copied) or id<TAB>text lines."""
+    if src.name.endswith((".jsonl", ".jsonl.gz")):
+        shutil.copyfile(src, dst.with_name("queries.jsonl.gz" if src.suffix == ".gz" else "queries.jsonl"))
         return
-    lines = []
-    for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            qid, sep, text = line.partition("\t")
-            if not sep:
-                raise DataError(f"{src}:{n}: expected 'query-id<TAB>text' (or a .jsonl of {{_id, text}})")
-            lines.append(json.dumps({"_id": qid, "text": text}))
-    dst.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = read_tsv_pairs(src, "query")  # a bad line or a repeated id is named with its line
+    dst.write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in rows.items()), encoding="utf-8")
 
 
 def make_collection(run: Path, inp: Inputs) -> Path:
@@ -101,10 +95,9 @@ def mode(inp: Inputs) -> str:
     return "pseudo+judged" if n >= MIN_TRAIN_QUERIES or inp.test_qrels else "pseudo+test"
 
 
-def write_config(run: Path, inp: Inputs, base: Path, overrides: list[str]) -> Path:
-    """<run>/adapt.yaml: the recipe with the collection, the run folders and the splits this input allows."""
+def write_config(run: Path, inp: Inputs, how: str, base: Path, overrides: list[str]) -> Path:
+    """<run>/adapt.yaml: the recipe with the collection, the run folders and the splits this input (`how`) allows."""
     conf = yaml.safe_load(base.read_text(encoding="utf-8"))
-    how = mode(inp)
     data = conf.setdefault("data", {})
     data["path"] = str(run / "collection")
     conf["run"] = {"root": str(run), "name": "judged" if how == "pseudo+judged" else "pseudo"}
@@ -150,8 +143,9 @@ def prepare(inp: Inputs, run: Path, base: Path, overrides: list[str], overwrite:
         run.rename(aside)
     run.mkdir(parents=True, exist_ok=True)
     make_collection(run, inp)
-    write_config(run, inp, base, overrides)
-    state = {"inputs": asdict(inp), "mode": mode(inp), "done": [], "spent_s": 0.0, "seconds": {}}
+    how = mode(inp)
+    write_config(run, inp, how, base, overrides)
+    state = {"inputs": asdict(inp), "mode": how, "done": [], "spent_s": 0.0, "seconds": {}}
     write_atomic(run / STATE, json.dumps(state, indent=2))
     return state
 

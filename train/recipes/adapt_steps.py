@@ -14,11 +14,13 @@ from crosstune.train.artifact.model import resolve_model
 from crosstune.train.artifact.outputs import write_atomic
 from crosstune.train.config import load_config, mined_dir, run_dir
 from crosstune.train.config.checks import format_duration
+from crosstune.train.recipes.common import evaluation_pairs
 from crosstune.train.recipes.evaluate import evaluate_command
 from crosstune.train.recipes.export import export_command
 from crosstune.train.recipes.mine import mine_command
 from crosstune.train.recipes.train import train
 from crosstune.train.training.checkpoint import list_checkpoints
+from crosstune.train.training.plan import load_plan
 
 # the warm-up's share of the time left when it starts, when judged queries follow: BENCHMARKS.md's measured order
 # (pseudo-queries, then the judged queries) gave each phase the same 300 steps
@@ -45,11 +47,13 @@ def phase_steps(phase: str, config: Path, extra: list[str], final: bool, mode: s
     """mine, train, export (hf) of one phase; the final phase also exports onnx-int8 and evaluates the test split."""
     cfg = load_config(config, extra)
     out, mined = run_dir(cfg), mined_dir(cfg)
+    tested = (Path(cfg.data.path) / "qrels" / "test.tsv").is_file()  # --test-qrels, or a handful of judged queries
     share = 1.0 if final else PSEUDO_SHARE
 
     def train_step(left: float) -> None:
         seconds = left * share
-        after = (test_pairs(config, extra), INT8_S + model_bytes(cfg.model.name) / INT8_BYTES_S) if final else (0, 0.0)
+        int8_s = INT8_S + model_bytes(cfg.model.name) / INT8_BYTES_S
+        after = (evaluation_pairs(cfg, "test") if tested else 0, int8_s) if final else (0, 0.0)
         copy_embeddings(config, extra)
         c = load_config(config, [*extra, f"train.time_budget={format_duration(seconds)}"])
         train(c, resume="latest" if list_checkpoints(out) else None, after=after)
@@ -57,9 +61,9 @@ def phase_steps(phase: str, config: Path, extra: list[str], final: bool, mode: s
     steps = [Step(f"{phase}: mine", cli("mine", config, extra), lambda _: mine_command(load_config(config, extra)),
                   lambda: (mined / "dataset").is_dir()),
              Step(f"{phase}: train", cli("train", config, [*extra, "train.time_budget=<its share>"]), train_step,
-                  lambda: (out / "plan.json").is_file() and json.loads((out / "plan.json").read_text()).get("ended_by")),
-             Step(f"{phase}: export", cli("export", config, extra),
-                  lambda _: export_command(load_config(config, extra)), lambda: (out / "export" / "crosstune.json").is_file())]
+                  lambda: bool(finished_plan(out))),
+             Step(f"{phase}: export", cli("export", config, extra), lambda _: export_command(load_config(config, extra)),
+                  lambda: (out / "export" / "crosstune.json").is_file())]
     if final:
         steps.append(Step(f"{phase}: export onnx-int8", cli("export", config, extra, "--format onnx-int8"),
                           lambda _: export_command(load_config(config, extra), fmt="onnx-int8"),
@@ -97,16 +101,10 @@ def run_steps(steps: list[Step], state: dict, run: Path, deadline: float) -> Non
         write_atomic(run / "adapt.json", json.dumps(state, indent=2))
 
 
-def test_pairs(config: Path, extra: list[str]) -> int:
-    """Pairs evaluate scores on the test split (eval.depth a query), and the bi-encoder's passages (~half a pair's
-    cost each: one text, not two)."""
-    cfg = load_config(config, extra)
-    qrels = Path(cfg.data.path) / "qrels" / "test.tsv"
-    if not qrels.is_file():
-        return 0
-    from crosstune.data.readers import read_qrels_tsv
-
-    return int(len(read_qrels_tsv(qrels)) * cfg.eval.depth * (1.5 if cfg.eval.biencoder else 1.0))
+def finished_plan(out: Path) -> str:
+    """How the run's time-budget plan ended ("" while it has not)."""
+    plan = load_plan(out)
+    return plan.ended_by if plan else ""
 
 
 def model_bytes(name: str) -> float:

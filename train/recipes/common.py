@@ -35,6 +35,14 @@ def newest_model(cfg: Config, include_export: bool = True) -> Path:
     raise DataError(f"{out} has no trained model; run `crosstune train` first or name a model/checkpoint")
 
 
+def evaluation_pairs(cfg: Config, split: str) -> int:
+    """What `crosstune evaluate` of `split` scores, in (query, passage) pairs: eval.depth for each judged query, and
+    the bi-encoder's passages on top (~half a pair's cost each: one text, not two). A time budget reserves them."""
+    from crosstune.data.loading import load_qrels
+
+    return int(len(load_qrels(cfg.data, split)) * cfg.eval.depth * (1.5 if cfg.eval.biencoder else 1.0))
+
+
 def export_dir(cfg: Config, fmt: str = "hf") -> Path:
     """export/ for the hf folder (what evaluate and rerank pick by default); export-onnx/, export-onnx-int8/ beside
     it, so exporting another format never replaces the hf one."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import crosstune.data
 from crosstune.data.types import DataError
+from crosstune.train.recipes.common import evaluation_pairs
 
 # both ship inside the package (package data in pyproject.toml), so a wheel install runs the demo without the
 # source tree: the config beside this recipe (configs/demo.yaml links to it), the data set in crosstune.data.
@@ -14,13 +15,6 @@ from crosstune.data.types import DataError
 HOME = Path(crosstune.data.__file__).resolve().parent.parent
 DEMO_CONFIG = Path(__file__).resolve().with_name("demo.yaml")
 DEMO_DATA = HOME / "data" / "demo"
-
-
-def evaluation_pairs(cfg) -> int:
-    """Pairs `crosstune evaluate` scores on the test split: eval.depth for each judged query."""
-    from crosstune.data.loading import load_qrels
-
-    return len(load_qrels(cfg.data, cfg.data.test_split)) * cfg.eval.depth
 
 
 def plan_line(cfg, pairs: int) -> str:
@@ -64,7 +58,7 @@ def run_demo(args) -> None:
         else:
             previous = None
     seconds = {}
-    after = (evaluation_pairs(cfg), 0.0)  # the evaluation runs inside train.time_budget too
+    after = (evaluation_pairs(cfg, cfg.data.test_split), 0.0)  # the evaluation runs inside train.time_budget too
     print(plan_line(cfg, after[0]))
     for name, step in [("mine", lambda: mine_command(cfg)), ("train", lambda: train(cfg, after=after)),
                        ("export", lambda: export_command(cfg)), ("evaluate", lambda: evaluate_command(cfg))]:

@@ -66,8 +66,9 @@ class Plan:
         cap = f", capped by {self.capped_by}" if self.capped_by else ""
         return (f"train | plan for train.time_budget {format_duration(self.budget_s)}: ~{self.steps} steps{cap}, "
                 f"{what} (every {self.eval_every} steps), done by {ends} ({format_duration(self.reserve_s)} kept for "
-                f"what follows: export{', evaluation' if self.after_pairs else ''}) | measured here: {self.step_s:.2f} s a step, "
-                f"{self.pair_s * 1000:.1f} ms a scored pair, ~{self.check_s:.0f} s a dev check ({self.machine})")
+                f"what follows: export{', evaluation' if self.after_pairs else ''}) | measured here: "
+                f"{self.step_s:.2f} s a step, {self.pair_s * 1000:.1f} ms a scored pair, ~{self.check_s:.0f} s a dev "
+                f"check ({self.machine})")
 
     def planned_end(self, has_dev: bool) -> float:
         """When the plan ends, the export included."""
