@@ -151,3 +151,13 @@ def test_adapt_refuses_bad_inputs_in_one_line(documents, tmp_path, tiny_model, c
     (tmp_path / "runs" / "firm" / "adapt.json").write_text(json.dumps({"inputs": {"path": "elsewhere"}}))
     assert main(args) == 2
     assert "was adapted from other inputs" in capsys.readouterr().err
+
+
+def test_adapt_without_a_test_split_skips_the_evaluation_and_says_the_holdout_is_in_sample(documents, tmp_path,
+                                                                                          tiny_model, capsys):
+    args = adapt(documents, tmp_path, tiny_model)
+    cut = args.index("--test-qrels")
+    assert main(args[:cut] + args[cut + 2:]) == 0
+    state = json.loads((tmp_path / "runs" / "firm" / "adapt.json").read_text())
+    assert state["mode"] == "pseudo+judged" and len(state["done"]) == 7 and not any("evaluate" in d for d in state["done"])
+    assert "its figures are in-sample" in capsys.readouterr().out

@@ -43,7 +43,7 @@ def cli(command: str, config: Path, overrides: list[str], flags: str = "") -> st
     return " ".join(["crosstune", command, "--config", str(config), *([flags] if flags else []), *overrides])
 
 
-def phase_steps(phase: str, config: Path, extra: list[str], final: bool, mode: str) -> list[Step]:
+def phase_steps(phase: str, config: Path, extra: list[str], final: bool) -> list[Step]:
     """mine, train, export (hf) of one phase; the final phase also exports onnx-int8 and evaluates the test split."""
     cfg = load_config(config, extra)
     out, mined = run_dir(cfg), mined_dir(cfg)
@@ -68,7 +68,7 @@ def phase_steps(phase: str, config: Path, extra: list[str], final: bool, mode: s
         steps.append(Step(f"{phase}: export onnx-int8", cli("export", config, extra, "--format onnx-int8"),
                           lambda _: export_command(load_config(config, extra), fmt="onnx-int8"),
                           lambda: (out / "export-onnx-int8" / "crosstune.json").is_file()))
-        if mode != "pseudo":
+        if tested:
             steps.append(Step(f"{phase}: evaluate test", cli("evaluate", config, extra, "--split test"),
                               lambda _: evaluate_command(load_config(config, extra), str(out / "export"), "test",
                                                          overwrite=True),
@@ -78,11 +78,11 @@ def phase_steps(phase: str, config: Path, extra: list[str], final: bool, mode: s
 
 def steps_for(mode: str, config: Path, overrides: list[str]) -> list[Step]:
     if mode != "pseudo+judged":
-        return phase_steps("pseudo-queries", config, [*overrides, *PSEUDO], True, mode)
+        return phase_steps("pseudo-queries", config, [*overrides, *PSEUDO], True)
     warm = load_config(config, [*overrides, *PSEUDO])
     judged = [*overrides, f"model.name={run_dir(warm) / 'export'}", "train.dev_at_start=false"]
-    return phase_steps("pseudo-queries", config, [*overrides, *PSEUDO], False, mode) + \
-        phase_steps("judged queries", config, judged, True, mode)
+    return phase_steps("pseudo-queries", config, [*overrides, *PSEUDO], False) + \
+        phase_steps("judged queries", config, judged, True)
 
 
 def run_steps(steps: list[Step], state: dict, run: Path, deadline: float) -> None:
