@@ -2,6 +2,7 @@
 # The prepared GPU check, one call of the device tool (about 5 minutes on an H100):
 #   issue 4: training pairs/s + MFU and reranking docs/s, crosstune vs sentence-transformers (benchmarks/gpu.py)
 #   issue 3: configs/legal-gpu.yaml trained on all of the train split, dev figures and throughput
+#   issue 19: the ranking chosen under a latency budget on the GPU (crosstune choose, GPU_BUDGET_MS, default 100)
 # It needs what the GPU image lacks, prepared here (see benchmarks/README.md): wheels in .whl/, the legal data in
 # .device/legal/ and the MiniLM base in .device/minilm/ (bf16 copy: the 90 MB fp32 file exceeds the transfer limit).
 set -uo pipefail
@@ -40,6 +41,11 @@ export -f run_recipe
 rm -rf /tmp/ck
 $CT mine --config configs/legal-gpu.yaml $ARGS 2>&1 | grep "^mine"
 timeout ${RECIPE_TIMEOUT:-300} bash -c "run_recipe legal-gpu"
+# 3. issue 19: the same choice under a latency budget on the GPU (depth, cascade with the bi-encoder, weights), chosen
+# on the recipe's holdout with this machine's costs; best/cascade.json comes back with the frontier
+timeout ${CHOOSE_TIMEOUT:-120} $CT choose --config configs/legal-gpu.yaml $ARGS run.name=legal-gpu \
+    eval.latency_budget_ms=${GPU_BUDGET_MS:-100} "eval.stage_models=[bi-encoder]" $EXTRA 2>&1 | grep "^cascade\|^choose\|rror"
+cp /tmp/ck/legal-gpu/best/cascade.json "$OUT/legal-gpu.cascade.json" 2>/dev/null
 # a second recipe to compare with it, e.g. SECOND="legal-gpu-bce train.loss=bce"
 [ -z "${SECOND:-}" ] || timeout ${SECOND_TIMEOUT:-200} bash -c "run_recipe $SECOND"
 ls "$OUT"

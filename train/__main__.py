@@ -8,5 +8,5 @@ from crosstune.train.cli import main
 if __name__ == "__main__":
     argv = sys.argv[1:]
     sys.exit(main(argv if argv[:1] and argv[0] in {"mine", "train", "export", "evaluate", "rerank", "serve", "demo", "plot",
-                                                    "adapt"}
+                                                    "adapt", "choose"}
                   else ["train", *argv]))

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf (Hugging Face folder, default), onnx (optimised graph) or onnx-int8 (dynamic int8 for "
                         'CPUs); the ONNX ones need pip install "crosstune[onnx]"')
     c.add_argument("--overwrite", action="store_true")
+    command("choose", "choose the ranking best/ ships under eval.latency_budget_ms on this machine: rerank depth, "
+                      "cascade stages (eval.stage_models) and fusion weights, on data.dev_split")
     c = command("evaluate", "BM25 top-k -> rerank -> metrics side by side, report.json/.md and TREC runs")
     c.add_argument("--model", default=None, help="export, checkpoint or HF cross-encoder (default: this run's export)")
     c.add_argument("--split", default=None, help="which qrels split (default: data.test_split)")
@@ -157,6 +159,10 @@ def dispatch(args) -> None:
         from crosstune.train.recipes.export import export_command
 
         export_command(cfg, args.checkpoint, args.overwrite, args.fmt)
+    elif args.command == "choose":
+        from crosstune.train.recipes.choose import choose_command
+
+        choose_command(cfg)
     elif args.command == "evaluate":
         from crosstune.train.recipes.evaluate import evaluate_command
 

@@ -74,13 +74,39 @@ def dev_section(cfg: Config, dev_metrics: dict | None, dev_table: str) -> str:
             f"`cross-encoder` is this model alone:\n\n{dev_table}")
 
 
+def cascade_note(fields: dict) -> str:
+    """The card's account of a cascade chosen under a latency budget: what it chose from, on which split and CPU."""
+    c = fields.get("cascade")
+    if not c:
+        return ""
+    budget = f"the most accurate whose p95 fits {c['budget_ms']:g} ms" if c.get("budget_ms") else "the most accurate"
+    rows = "\n".join(f"| {p['label']}{' (chosen)' if p['label'] == c['chosen']['label'] else ''} | {p['nDCG@10']:.4f} | "
+                     f"{p['p95_ms']:.0f} |" for p in c["points"] if p.get("frontier") or p["label"] == c["chosen"]["label"])
+    stages = " -> ".join([f"BM25 top-{c['chosen']['stages'][0]['depth']}"]
+                         + [f"{s['name']} (top {s['depth']})" for s in c["chosen"]["stages"]])
+    return f"""
+## Cascade (chosen under a latency budget)
+{stages}: {budget} of {len(c['points'])} configurations (rerank depths, earlier stages, fusion weights tuned at each),
+chosen on split `{c['split']}` ({c['queries']} queries; its figures are in-sample). p95 a query measured on
+{c['machine']}: {c['chosen']['p95_ms']:.0f} ms estimated, {c['measured_p95_ms']:.0f} ms end to end
+({c['latency_queries']} queries one at a time). `model` is this folder's model; `stages/N` are copies of the
+earlier stages' exports. Another CPU has other costs: choose again there (`crosstune serve` warns).
+`frontier.png` plots every configuration.
+
+| configuration (scorer@depth, cheapest first) | nDCG@10 | p95 ms |
+|---|---|---|
+{rows}
+"""
+
+
 def model_card(cfg: Config, dev_metrics: dict | None, fmt: str = "hf", fields: dict | None = None,
                dev_table: str = "", plan: dict | None = None) -> str:
     """README.md of an export; `dev_table` is the dev metrics as the reports lay them out (made by the caller: the
     tables belong to evaluation/, a floor above this one)."""
     base = "sentence-transformers/all-MiniLM-L6-v2" if cfg.model.name == DEFAULT_BASE else cfg.model.name
     metrics = dev_section(cfg, dev_metrics, dev_table)
-    fusion = serving_config(cfg, dev_metrics)["fusion"]
+    fields_served = serving_config(cfg, dev_metrics)
+    fusion = fields_served["fusion"]
     weight, bi_weight = fusion["weight"], fusion["biencoder_weight"]
     # the bundled base is all-MiniLM-L6-v2: name it as the Hub does, so a server can fetch the same bi-encoder
     bi_name = "sentence-transformers/all-MiniLM-L6-v2" if fusion["biencoder"] == DEFAULT_BASE else fusion["biencoder"]
@@ -123,7 +149,7 @@ scores = model.predict([("query", "passage"), ...])
 
 ## Dev metrics
 {metrics}
-
+{cascade_note(fields_served)}
 ## Training config
 ```yaml
 {to_yaml(cfg).rstrip()}

@@ -3,12 +3,13 @@ model (optimised, or int8-quantised for CPUs) that sentence-transformers' ONNX b
 with a model card and a manifest (crosstune.json) that lists every file's sha256."""
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
 from crosstune.data.types import DataError
 from crosstune.train.artifact.card import model_card
-from crosstune.train.artifact.manifest import serving_config, write_manifest
+from crosstune.train.artifact.manifest import serving_config, stage_folder, write_manifest
 from crosstune.train.artifact.onnx import check_format, write_onnx
 from crosstune.train.config import Config
 
@@ -29,9 +30,31 @@ def export_model(src: Path, out: Path, cfg: Config, dev_metrics: dict | None, fm
         with tempfile.TemporaryDirectory(prefix="crosstune-hf-") as scratch:
             write_hf(src, Path(scratch), cfg)
             extra = write_onnx(Path(scratch), out, fmt)
+    fields = serving_config(cfg, dev_metrics)
+    if fields.get("stages"):
+        fields["stages"] = copy_stages(fields["stages"], src, out)
+    if (src / FRONTIER).is_file():
+        shutil.copy2(src / FRONTIER, out / FRONTIER)
     (out / "README.md").write_text(model_card(cfg, dev_metrics, fmt, extra, dev_table, plan))
-    # written last: it hashes every other file
-    return write_manifest(out, {**serving_config(cfg, dev_metrics), "format": fmt, "activation": "identity", **extra})
+    # written last: it hashes every other file (the stages' too)
+    return write_manifest(out, {**fields, "format": fmt, "activation": "identity", **extra})
+
+
+FRONTIER = "frontier.png"  # the accuracy/latency plot of a cascade's choice (training/cascade_choice.py)
+
+
+def copy_stages(specs: list[dict], src: Path, out: Path) -> list[dict]:
+    """A cascade's earlier stages copied into the export (stages/1/, ...), so the folder serves on its own; each
+    checked first against the sha256 its choice recorded. Returns the specs naming the copies."""
+    copied = []
+    for i, spec in enumerate(specs):
+        if (spec.get("sha256")) is None:  # the bi-encoder: named, loaded as the fusion's bi-encoder is
+            copied.append(spec)
+            continue
+        folder = stage_folder(spec, str(src), i)
+        shutil.copytree(folder, out / "stages" / str(i + 1))
+        copied.append({**spec, "name": f"stages/{i + 1}", "source": str(folder)})
+    return copied
 
 
 def write_hf(src: Path, out: Path, cfg: Config) -> None:

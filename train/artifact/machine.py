@@ -33,4 +33,11 @@ def describe_machine() -> str:
     name, flags = cpu_info()
     caps = [f"{k}={os.environ[k]}" for k in KERNEL_CAPS if os.environ.get(k)]
     return (f"{name}, {os.cpu_count()} cores, {' '.join(flags) or 'no AVX2'}"
-            + (f"; kernels capped: {' '.join(caps)}" if caps else ""))
+            + (f"; kernels capped: {' '.join(caps)}" if caps else "") + gpu_name())
+
+
+def gpu_name() -> str:
+    """"; GPU NVIDIA H100 80GB HBM3" where torch sees one (a GPU's costs are another machine's)."""
+    import torch
+
+    return f"; GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""

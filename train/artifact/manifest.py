@@ -26,15 +26,21 @@ def serving_config(cfg: Config, dev: dict | None) -> dict:
     the fusion (weights, the depth they were tuned at) and the split that chose the checkpoint and the weights."""
     weight = dev["fusion_weight"] if dev else (cfg.eval.fusion_weight or 0.0)
     bi_weight = dev.get("biencoder_weight", 0.0) if dev else (cfg.eval.biencoder_weight or 0.0)
+    depth = dev.get("depth", cfg.eval.depth) if dev else None
+    cascade = (dev or {}).get("cascade")
+    if cascade:  # a cascade chosen under a latency budget: the model is its last stage, at its own depth and weights
+        weight, bi_weight, depth = cascade["model"]["weight"], cascade["model"]["biencoder_weight"], cascade["model"]["depth"]
     selection = ({"split": dev.get("split", cfg.data.dev_split), "queries": dev.get("queries"), "step": dev["step"],
                   "data": cfg.data.path} if dev else None)
-    return {"use_title": cfg.data.use_title, "max_length": cfg.model.max_length, "scores": "logits",
+    return {**({"stages": cascade["stages"], "cascade": {k: v for k, v in cascade.items() if k != "stages"}}
+               if cascade else {}),
+            "use_title": cfg.data.use_title, "max_length": cfg.model.max_length, "scores": "logits",
             "max_query_tokens": cfg.model.max_query_tokens,  # serving cuts long queries as training did
             "chunking": {"method": cfg.data.chunking, "size": cfg.data.chunk_size, "stride": cfg.data.chunk_stride,
                          "tokenizer": cfg.data.chunk_tokenizer},  # how the passages it was trained on were cut
             "first_stage": {"name": "bm25", **{k: getattr(cfg.bm25, k) for k in ("method", "k1", "b")}},
             "fusion": {"weight": weight, "biencoder": (cfg.eval.biencoder or None) if bi_weight else None,
-                       "biencoder_weight": bi_weight, "depth": dev.get("depth", cfg.eval.depth) if dev else None,
+                       "biencoder_weight": bi_weight, "depth": depth,
                        "source": f"tuned on split {selection['split']!r}" if dev else "the training config's eval.*",
                        "normalisation": "per-query min-max over the reranked candidates",
                        "formula": "weight * bm25 + biencoder_weight * biencoder_cosine + "
@@ -95,3 +101,17 @@ def verify_manifest(folder: Path | str) -> dict:
         if sha256(path) != digest:
             raise DataError(f"{path}: sha256 differs from {MANIFEST} (changed since export); {fix}")
     return manifest
+
+
+def stage_folder(spec: dict, model: str, i: int) -> Path:
+    """A cross-encoder stage's export, checked against what the model's manifest recorded of it."""
+    where = f"{model}/{MANIFEST}: stage {i + 1} ({spec.get('name')!r})"
+    folder = Path(spec["name"]).expanduser()
+    folder = folder if folder.is_absolute() else Path(model) / folder if (Path(model) / folder).exists() else folder
+    fix = "copy the whole export folder again, or choose the cascade again (crosstune choose, then export)"
+    if not (folder / MANIFEST).is_file():
+        raise DataError(f"{where}: {folder / MANIFEST} is missing; {fix}")
+    if sha256(folder / MANIFEST) != spec.get("sha256"):
+        raise DataError(f"{folder / MANIFEST}: sha256 differs from what {where} records (the stage's export changed "
+                        f"since the cascade was chosen); {fix}")
+    return folder

@@ -111,6 +111,16 @@ class EvalConfig:
     # depth). Depths up to eval.depth reuse its scores; deeper ones cost (max - eval.depth) more pairs a query. []: off
     depth_curve: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200])
     examples: int = 3  # report.md: this many biggest wins, biggest losses and random queries, BM25 beside reranked
+    # a cascade chosen at the end of training (ranking/cascade.py, evaluation/budget.py): on data.dev_split, every
+    # configuration of rerank depth (candidate_depths), earlier stages (stage_models: cheaper exports such as an
+    # onnx-int8 student, or "bi-encoder" for eval.biencoder's cosines) and fusion weights is scored, its p95 latency a
+    # query measured on this machine (latency_queries one at a time, BM25 and bi-encoder included), and the most
+    # accurate whose p95 fits latency_budget_ms goes into best/ and the export. null budget: the most accurate.
+    # Neither key set: no choice, eval.depth as it is
+    latency_budget_ms: Optional[float] = None
+    stage_models: list[str] = field(default_factory=list)
+    candidate_depths: list[int] = field(default_factory=lambda: [10, 20, 30, 50, 100])
+    latency_queries: int = 20
 
 
 @dataclass

@@ -99,6 +99,11 @@ RANGES = [
     ("eval.first_stage_depth", lambda v: v >= 1, "an integer >= 1 (BM25 passages retrieved to rank documents)"),
     ("eval.depth_curve", lambda v: all(k >= 1 for k in v), "a list of rerank depths >= 1, e.g. [10, 20, 50, 100, 200], "
                                                           "or [] for no depth curve"),
+    ("eval.latency_budget_ms", lambda v: v is None or v > 0, "milliseconds > 0 (p95 a query on this machine), or "
+                                                             "null for the most accurate configuration"),
+    ("eval.candidate_depths", lambda v: len(v) > 0 and all(k >= 1 for k in v), "a list of rerank depths >= 1, e.g. "
+                                                                              "[10, 20, 30, 50, 100]"),
+    ("eval.latency_queries", lambda v: v >= 1, "an integer >= 1 (queries timed one at a time), e.g. 20"),
     ("eval.examples", lambda v: v >= 0, "an integer >= 0 (queries shown per section of report.md)"),
     ("bm25.k1", lambda v: v >= 0, "a value >= 0, e.g. 1.5"),
     ("bm25.b", lambda v: 0 <= v <= 1, "a value in [0, 1], e.g. 0.75"),

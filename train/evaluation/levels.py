@@ -44,7 +44,7 @@ def rank_levels(cfg: Config, pipe, bm25: Run, queries: Queries, judged: Judgment
     passage and span judgments rerank BM25's top eval.depth passages (and rank documents from them too, when
     passages name their documents). Also returns the ranking of the candidates (its logits, its bi-encoder)."""
     e, sep = cfg.eval, cfg.data.document_separator
-    passage_depth = max(e.depth, *e.recall_at)
+    passage_depth = max(e.depth, *e.recall_at, getattr(pipe, "deepest", 0))  # a cascade's first stage may read more
     if judged.level == "document":
         ranking = pipe.rank_documents(bm25, queries, pipe.corpus, e.aggregate, e.aggregate_k, separator=sep).ranking
         head = ranking.final

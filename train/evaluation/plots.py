@@ -108,3 +108,29 @@ def depth_figure(points: list[dict], bm25: float, fused: tuple[int, float] | Non
     ax.set_title("Quality and cost over rerank depth\n(fusion weights fit one depth: the curve ranks by the "
                  "cross-encoder alone)", fontsize=10)
     return fig
+
+
+def frontier_figure(points: list[dict], chosen: str, budget_ms: float | None, split: str = "") -> Figure:
+    """Every configuration a latency budget chose from (nDCG@10 over estimated p95 ms a query), the frontier joined,
+    the budget a vertical line and the chosen configuration starred."""
+    fig = new_figure(7.5, 5.0)
+    ax = fig.add_subplot()
+    front = sorted((p for p in points if p.get("frontier")), key=lambda p: p["p95_ms"])
+    ax.scatter([p["p95_ms"] for p in points], [p["nDCG@10"] for p in points], s=14, color="#999999",
+               label="a configuration (depths, stages, weights)")
+    ax.plot([p["p95_ms"] for p in front], [p["nDCG@10"] for p in front], "o-", color=COLOURS["reranked"],
+            label="the frontier: no configuration is both more accurate and faster")
+    for p in front:
+        ax.annotate(p["label"], (p["p95_ms"], p["nDCG@10"]), fontsize=6, xytext=(3, -9), textcoords="offset points")
+    best = next(p for p in points if p["label"] == chosen)
+    ax.plot([best["p95_ms"]], [best["nDCG@10"]], "*", markersize=15, color=COLOURS["cross-encoder"],
+            label=f"chosen: {chosen}")
+    if budget_ms:
+        ax.axvline(budget_ms, color="#cc3333", linestyle="--", label=f"budget {budget_ms:g} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("p95 ms a query on the machine that chose (BM25 + stages + bi-encoder, estimated)")
+    ax.set_ylabel("nDCG@10" + (f" on {split} (the choosing split: in-sample)" if split else ""))
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", fontsize=8, ncols=2)
+    ax.set_title("Accuracy and latency of every configuration the budget chose from", fontsize=10)
+    return fig

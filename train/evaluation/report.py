@@ -11,7 +11,7 @@ from pathlib import Path
 from crosstune.data.types import Corpus, Qrels, Queries, Run, ranked
 from crosstune.train.evaluation.analysis import intervals, pick_examples, query_changes
 from crosstune.train.evaluation.metrics import format_table, headline
-from crosstune.train.evaluation.plots import change_figure, depth_figure, metrics_figure, save
+from crosstune.train.evaluation.plots import change_figure, depth_figure, frontier_figure, metrics_figure, save
 from crosstune.train.ranking.locations import place
 
 TOP = 3  # passages shown a side in an example
@@ -43,7 +43,37 @@ def write_plots(folder: Path, report: dict) -> dict[str, str]:
             "nDCG@10"] else None
         save(depth_figure(curve["points"], report["metrics"]["nDCG@10"]["BM25"], fused), folder / "depth_curve.png")
         files["depth_curve"] = "depth_curve.png"
+    c = report.get("cascade")
+    if c:
+        save(frontier_figure(c["points"], c["chosen"]["label"], c.get("budget_ms"), c["split"]), folder / "frontier.png")
+        files["frontier"] = "frontier.png"
     return files
+
+
+def cascade_line(c: dict | None) -> str:
+    """"BM25 top-100 -> stages/1 top-100 -> model top-20" for a cascade (its stages and the model's depth)."""
+    if not c:
+        return ""
+    stages = c["chosen"]["stages"]
+    return " -> ".join([f"BM25 top-{stages[0]['depth']}", *(f"{s['name']} top-{s['depth']}" for s in stages)])
+
+
+def cascade_section(report: dict, files: dict[str, str]) -> str:
+    """The configurations a latency budget chose from, on the split that chose (in-sample there), and the choice."""
+    c = report.get("cascade")
+    if not c:
+        return ""
+    budget = f"the most accurate whose p95 fits {c['budget_ms']:g} ms" if c.get("budget_ms") else "the most accurate"
+    rows = "\n".join(f"| {p['label']}{' **(chosen)**' if p['label'] == c['chosen']['label'] else ''} | "
+                     f"{p['nDCG@10']:.4f} | {p['p95_ms']:.0f} | {'yes' if p['fits'] else 'no'} |"
+                     for p in sorted(c["points"], key=lambda p: p["p95_ms"]) if p.get("frontier")
+                     or p["label"] == c["chosen"]["label"])
+    return (f"## Cascade\n\n{cascade_line(c)}: {budget} of {len(c['points'])} configurations, chosen on split "
+            f"`{c['split']}` (figures below are that split's, in-sample; the tables above are this split's). p95 a "
+            f"query on {c['machine']}: {c['chosen']['p95_ms']:.0f} ms estimated, {c['measured_p95_ms']:.0f} ms end to "
+            f"end. The frontier (no configuration both more accurate and faster):\n\n"
+            f"| configuration | nDCG@10 ({c['split']}) | p95 ms | fits |\n|---|---|---|---|\n{rows}\n\n"
+            f"![accuracy and latency of every configuration]({files['frontier']})\n")
 
 
 def cell(text: str) -> str:
@@ -136,8 +166,10 @@ def render(report: dict, run_name: str, selection: dict, fusion, files: dict[str
         f"**{headline(report, 'reranked')}** on {report['queries']} queries.\n",
         "## Settings\n\n| | |\n|---|---|\n"
         f"| model | `{report['model']}` |\n| queries | {report['queries']} judged queries of split `{report['split']}` |\n"
-        f"| first stage | BM25 top-{report['depth']} reranked; the candidates past it keep BM25 order |\n"
-        f"| fusion | BM25 fusion weight {fusion.weight}{bi} (from {fusion.source}) |\n"
+        + (f"| cascade | {cascade_line(report['cascade'])}; the candidates past each stage keep the order before |\n"
+           if report.get("cascade") else
+           f"| first stage | BM25 top-{report['depth']} reranked; the candidates past it keep BM25 order |\n")
+        + f"| fusion | BM25 fusion weight {fusion.weight}{bi} (from {fusion.source}) |\n"
         f"| precision | {report['precision']} |\n"
         f"| time | BM25 {seconds['bm25']} s, rerank {seconds['rerank']} s |\n",
         "## Metrics\n\nBaseline first; p from a paired t-test over queries against BM25.\n\n"
@@ -148,6 +180,7 @@ def render(report: dict, run_name: str, selection: dict, fusion, files: dict[str
         f"{change['unchanged']} are unchanged, {change['worse']} get worse** (of {report['queries']}).\n\n"
         f"![per-query nDCG@10 change]({files['per_query_change']})\n",
         depth_section(report, files),
+        cascade_section(report, files),
         "✓ marks a passage judged relevant; each passage shows its document's title and first words, and where the "
         "corpus holds documents, its place in its document (file and page, else characters).\n",
         query_section("Biggest wins", "The queries whose nDCG@10 the reranker raised most.", picks["wins"], report,

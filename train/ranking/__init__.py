@@ -1,1 +1,1 @@
-"""Ranking with a model: scorers (torch, onnx), bi-encoder, candidates, fusion, document aggregation, the one settings resolver and RankingPipeline. Imports artifact, config and crosstune.data."""
+"""Ranking with a model: scorers (torch, onnx), bi-encoder, candidates, fusion, cascades and their costs, document aggregation, the one settings resolver and RankingPipeline. Imports artifact, config and crosstune.data."""

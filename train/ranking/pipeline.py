@@ -1,4 +1,4 @@
-"""The ranking path, built in one place: BM25 -> optional bi-encoder -> cross-encoder -> fusion.
+"""The ranking path, built in one place: BM25 -> earlier stages (a cascade) -> the cross-encoder -> fusion.
 
 The dev check in training, `crosstune evaluate`, `crosstune rerank` and `crosstune serve` all rank through a
 `RankingPipeline`, so no two of them can order the same candidates differently. Loaded from an export, it reads
@@ -23,8 +23,16 @@ from crosstune.train.artifact.manifest import read_manifest
 from crosstune.train.config import Config, mined_dir
 from crosstune.train.ranking.aggregation import budget_candidates, document_ranking
 from crosstune.train.ranking.biencoder import BiEncoderScorer
-from crosstune.train.ranking.candidates import score_candidates, with_tail
-from crosstune.train.ranking.fusion import Fusion, fuse
+from crosstune.train.ranking.candidates import score_candidates
+from crosstune.train.ranking.cascade import (
+    Stage,
+    biencoder_name,
+    check_depths,
+    load_stages,
+    stage_order,
+    stage_scores,
+)
+from crosstune.train.ranking.fusion import Fusion
 from crosstune.train.ranking.passages import load_passages
 from crosstune.train.ranking.scorers import Scorer, load_scorer
 from crosstune.train.ranking.settings import Settings, check_biencoder, resolve
@@ -50,6 +58,7 @@ class Ranking:
     cross_encoder: Run  # logits of each query's top-`depth`
     biencoder: Optional[Run] = None
     first_stage: Optional[Run] = None  # the candidates ranked (the tuning of fusion weights reads them)
+    stages: tuple[Run, ...] = ()  # the order each earlier stage of a cascade left, first to last
 
 
 @dataclass
@@ -67,9 +76,12 @@ class RankingPipeline:
     def __init__(self, scorer: Scorer, *, depth: int = 100, use_title: bool = True, fusion: Fusion = Fusion(),
                  biencoder=None, corpus: Optional[Corpus] = None, index: Optional[BM25Index] = None,
                  bm25: Optional[BM25Config] = None, model: str = "", manifest: Optional[dict] = None,
-                 settings: Optional[Settings] = None):
-        if fusion.biencoder_weight and biencoder is None:
-            raise DataError(f"the fusion gives the bi-encoder weight {fusion.biencoder_weight} but none is loaded")
+                 settings: Optional[Settings] = None, stages: tuple[Stage, ...] = ()):
+        for f in (fusion, *(s.fusion for s in stages)):
+            if f.biencoder_weight and biencoder is None:
+                raise DataError(f"the fusion gives the bi-encoder weight {f.biencoder_weight} but none is loaded")
+        check_depths(stages, depth, model or "the pipeline")
+        self.stages = tuple(stages)  # earlier stages of a cascade, cheapest first; () ranks with the model alone
         self.scorer, self.depth, self.use_title, self.fusion = scorer, depth, use_title, fusion
         self.biencoder, self.corpus, self.index = biencoder, corpus, index
         self.bm25 = bm25 or (index.cfg if index is not None else BM25Config())
@@ -93,10 +105,13 @@ class RankingPipeline:
                              batch_size=cfg.eval.batch_size, precision=cfg.eval.precision,
                              max_query_tokens=settings.max_query_tokens)
         biencoder = None
-        if settings.fusion.biencoder_weight:
-            source = check_biencoder(settings.fusion.biencoder, model)
-            biencoder = BiEncoderScorer(settings.fusion.biencoder, run_folder / "biencoder" if run_folder else None,
+        name = biencoder_name(settings.fusion, settings.stages)
+        if name:
+            source = check_biencoder(name, model)
+            biencoder = BiEncoderScorer(name, run_folder / "biencoder" if run_folder else None,
                                         progress=progress, folder=source)
+        stages = load_stages(list(settings.stages), model, lambda folder: load_scorer(
+            folder, key=f"{model} stage", batch_size=cfg.eval.batch_size, precision=cfg.eval.precision), biencoder)
         corpus = index = None
         if search:
             corpus = load_passages(cfg)
@@ -105,7 +120,7 @@ class RankingPipeline:
                                   settings.use_title)
         return cls(scorer, depth=settings.depth, use_title=settings.use_title, fusion=settings.fusion,
                    biencoder=biencoder, corpus=corpus, index=index, bm25=settings.bm25, model=model,
-                   manifest=manifest, settings=settings)
+                   manifest=manifest, settings=settings, stages=stages)
 
     def with_fusion(self, fusion: Fusion, biencoder=None) -> "RankingPipeline":
         """The same scorer and candidates under other weights (the dev check tunes them, then ranks with them)."""
@@ -114,35 +129,54 @@ class RankingPipeline:
         return new
 
     # -- the one ranking path ---------------------------------------------------------------------------------------
-    def signals(self, first_stage: Run, queries: Queries, corpus: Corpus, depth: Optional[int] = None,
-                biencoder_run: Optional[Run] = None) -> tuple[Run, Optional[Run]]:
-        """Cross-encoder logits of each query's top-`depth` (one scorer call, batched across queries), and the
-        bi-encoder's cosines when the fusion uses them (`biencoder_run` when the caller has them already)."""
-        depth = depth or self.depth
-        ce = score_candidates(first_stage, queries, corpus, self.scorer, depth, self.use_title)
-        bi = biencoder_run
-        if bi is None and self.fusion.biencoder_weight:
-            bi = self.biencoder.score_run(first_stage, queries, corpus, depth, self.use_title)
-        return ce, bi
+    def cascade(self, first_stage: Run, queries: Queries, corpus: Corpus,
+                first_depth: Optional[int] = None) -> tuple[Run, ...]:
+        """The order each earlier stage leaves (none without a cascade); `first_depth` replaces the first stage's."""
+        before, orders = first_stage, []
+        for i, stage in enumerate(self.stages):
+            depth = (first_depth or stage.depth) if i == 0 else stage.depth
+            scores = stage_scores(stage, before, queries, corpus, self.use_title, depth)
+            bi = self.cosines(stage.fusion, before, queries, corpus, depth)
+            before = stage_order(first_stage, before, scores, stage.fusion, bi)
+            orders.append(before)
+        return tuple(orders)
 
-    def fuse(self, first_stage: Run, ce: Run, bi: Optional[Run] = None) -> Run:
-        """The final order: the fused top-`depth`, then the remaining candidates in first-stage order."""
-        f = self.fusion
-        return with_tail(fuse(first_stage, ce, f.weight, bi, f.biencoder_weight), first_stage)
+    def cosines(self, fusion: Fusion, before: Run, queries: Queries, corpus: Corpus, depth: int) -> Optional[Run]:
+        """The bi-encoder's cosines of `before`'s top-`depth` when `fusion` weighs them."""
+        if not fusion.biencoder_weight:
+            return None
+        return self.biencoder.score_run(before, queries, corpus, depth, self.use_title)
+
+    def signals(self, before: Run, queries: Queries, corpus: Corpus,
+                depth: Optional[int] = None) -> tuple[Run, Optional[Run]]:
+        """Cross-encoder logits of each query's top-`depth` of `before` (one scorer call, batched across queries),
+        and the bi-encoder's cosines when the fusion uses them."""
+        depth = depth or self.depth
+        ce = score_candidates(before, queries, corpus, self.scorer, depth, self.use_title)
+        return ce, self.cosines(self.fusion, before, queries, corpus, depth)
+
+    def fuse(self, first_stage: Run, ce: Run, bi: Optional[Run] = None, before: Optional[Run] = None) -> Run:
+        """The final order: the fused top-`depth`, then the remaining candidates in the order before (the last
+        earlier stage's, else the first stage's)."""
+        return stage_order(first_stage, before or first_stage, ce, self.fusion, bi)
 
     def rank(self, first_stage: Run, queries: Queries, corpus: Corpus, depth: Optional[int] = None,
-             biencoder_run: Optional[Run] = None) -> Ranking:
-        ce, bi = self.signals(first_stage, queries, corpus, depth, biencoder_run)
-        return Ranking(self.fuse(first_stage, ce, bi), ce, bi, first_stage)
+             first_depth: Optional[int] = None) -> Ranking:
+        orders = self.cascade(first_stage, queries, corpus, first_depth)
+        before = orders[-1] if orders else first_stage
+        ce, bi = self.signals(before, queries, corpus, depth)
+        return Ranking(self.fuse(first_stage, ce, bi, before), ce, bi, first_stage, orders)
 
     def rank_documents(self, first_stage: Run, queries: Queries, corpus: Corpus, how: str = "maxp", k: int = 3,
                        budget: Optional[int] = None, separator: str = "#") -> DocumentRanking:
         """Documents from a (deep) first-stage passage run: the passages of its top documents are reranked, up to
         `budget` passages (default: the depth), and documents ranked by `how` (maxp, firstp, sump, mean-top-k) over
         their passages' final scores; the first stage's other documents follow in its document order."""
-        budget = budget or self.depth
+        budget = budget or self.deepest
         candidates = budget_candidates(first_stage, budget, how, k, separator)
-        ranking = self.rank(candidates, queries, corpus, budget)
+        # a cascade's first stage reads the budget, its later stages keep their depths
+        ranking = (self.rank(candidates, queries, corpus, first_depth=budget) if self.stages
+                   else self.rank(candidates, queries, corpus, budget))
         return DocumentRanking(ranking, document_ranking(ranking.final, first_stage, how, k, separator))
 
     # -- texts a caller brings ---------------------------------------------------------------------------------------
@@ -161,12 +195,16 @@ class RankingPipeline:
             # zero-padded ids: the tie rule (score, then id) then keeps the caller's order among equal scores
             ids = [f"{qid}:{i:07d}" for i in range(len(texts))]
             corpus.update((d, Doc("", t)) for d, t in zip(ids, texts))
-            bm25 = score_texts(query, texts, self.bm25) if self.fusion.weight else [0.0] * len(texts)
+            bm25 = score_texts(query, texts, self.bm25) if self.weighs_bm25 else [0.0] * len(texts)
             first_stage[qid] = dict(zip(ids, bm25))
         # every text a caller brings is reranked: the depth is the longest request (tuned weights are applied as
-        # they are, whatever the number of texts; the caller chose the candidates)
+        # they are, whatever the number of texts; the caller chose the candidates). A cascade's first stage reads
+        # them all and the later stages keep their depths, as in search
         depth = max((len(t) for _, t in requests), default=1) or 1
-        ranking = self.rank(first_stage, queries, corpus, depth)
+        if self.stages:
+            ranking = self.rank(first_stage, queries, corpus, first_depth=depth)
+        else:
+            ranking = self.rank(first_stage, queries, corpus, depth)
         return [self.hits(ranking, f"r{r}", corpus, top_n, rerank=True) for r in range(len(requests))]
 
     def rerank_counted(self, requests: list[tuple[str, list[str]]],
@@ -196,7 +234,7 @@ class RankingPipeline:
         if self.index is None or self.corpus is None:
             raise DataError("search needs a corpus: load the pipeline with a config (data.path) and search=True")
         qs = {f"q{i}": q for i, q in enumerate(queries)}
-        first_stage = self.index.search(qs, max(self.depth, k))
+        first_stage = self.index.search(qs, max(self.deepest, k))
         ranking = self.rank(first_stage, qs, self.corpus)
         return [self.hits(ranking, q, self.corpus, k) for q in qs]
 
@@ -216,6 +254,15 @@ class RankingPipeline:
 
     # -- what a client or a report needs to know ----------------------------------------------------------------------
     @property
+    def weighs_bm25(self) -> bool:
+        return bool(self.fusion.weight or any(s.fusion.weight for s in self.stages))
+
+    @property
+    def deepest(self) -> int:
+        """The most first-stage candidates any stage reads."""
+        return max([self.depth, *(s.depth for s in self.stages)])
+
+    @property
     def max_length(self) -> int:
         return self.scorer.max_length
 
@@ -234,4 +281,5 @@ class RankingPipeline:
                 "use_title": self.use_title, "precision": getattr(self.scorer, "precision", None),
                 "scores": "fused (in [0, 1])" if self.fusion.fused else "logits",
                 "fusion": dataclasses.asdict(self.fusion), "selection": self.manifest.get("selection"),
+                "stages": [{"name": s.name, "depth": s.depth, "fusion": dataclasses.asdict(s.fusion)} for s in self.stages],
                 "corpus": len(self.corpus) if self.corpus is not None else None}

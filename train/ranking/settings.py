@@ -54,6 +54,7 @@ class Settings:
     bm25: BM25Config
     fusion: Fusion
     origin: dict[str, str] = field(default_factory=dict)  # dotted key -> override | manifest | config | default
+    stages: tuple[dict, ...] = ()  # a cascade's earlier stages, as the manifest records them (ranking/cascade.py)
 
 
 def manifest_value(manifest: dict, key: str) -> Any:
@@ -82,7 +83,8 @@ def resolve(manifest: dict, cfg: Optional[Config], model_path: str) -> Settings:
     bm25 = replace(cfg.bm25, method=value["bm25.method"], k1=value["bm25.k1"], b=value["bm25.b"])
     fusion = resolve_fusion(got, manifest, model_path)
     return Settings(value["data.use_title"], value["model.max_length"], value["model.max_query_tokens"],
-                    value["eval.depth"], bm25, fusion, {key: o for key, (_, o) in got.items()})
+                    value["eval.depth"], bm25, fusion, {key: o for key, (_, o) in got.items()},
+                    tuple(manifest.get("stages") or ()))
 
 
 def resolve_fusion(got: dict[str, tuple[Any, str]], manifest: dict, model_path: str) -> Fusion:

@@ -11,7 +11,7 @@ from crosstune.train.config import Config, run_dir, to_yaml
 from crosstune.train.evaluation.analysis import depth_analysis
 from crosstune.train.evaluation.levels import first_stage_depth, level_report, level_tables, rank_levels
 from crosstune.train.evaluation.metrics import write_trec
-from crosstune.train.evaluation.report import add_analysis, plain_report, render, write_plots
+from crosstune.train.evaluation.report import add_analysis, cascade_line, plain_report, render, write_plots
 from crosstune.train.ranking.candidates import candidate_pairs
 from crosstune.train.ranking.pipeline import Ranking, RankingPipeline
 from crosstune.train.recipes.common import newest_model, truncation_report
@@ -29,9 +29,8 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     selection = selection_note(pipe.manifest, split, cfg)
     queries, judged = load_judgments(cfg.data, split, pipe.corpus)
     t0 = time.time()
-    # retrieve deep enough for Recall@100 even when fewer candidates are reranked (the rest keep BM25 order), and
-    # deeper when documents are ranked from their passages
-    bm25 = pipe.index.search(queries, first_stage_depth(cfg, judged))
+    # deep enough for Recall@100 when fewer are reranked (the rest keep BM25 order), for documents, for a cascade
+    bm25 = pipe.index.search(queries, max(first_stage_depth(cfg, judged), pipe.deepest))
     t_bm25 = time.time() - t0
     # 2. rerank through the pipeline: passages formatted and scores fused as the model was trained; documents ranked
     # by their passages' scores when the judgments name documents
@@ -44,9 +43,10 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
     report["truncation"] = truncation_report(pipe.scorer.tokenizer, candidate_pairs(
         reranked, queries, pipe.corpus, len(pipe.corpus), pipe.use_title), pipe.max_length,
         getattr(pipe.scorer, "max_query_tokens", 0), "evaluate")
-    report.update(model=model_path, split=split, depth=cfg.eval.depth, fusion_weight=fusion.weight,
+    report.update(model=model_path, split=split, depth=pipe.depth, fusion_weight=fusion.weight,
                   biencoder=fusion.biencoder, biencoder_weight=fusion.biencoder_weight, fusion_source=fusion.source,
                   selection=selection, precision=pipe.scorer.precision,
+                  **({"cascade": pipe.manifest["cascade"]} if pipe.manifest.get("cascade") else {}),  # frontier.png
                   seconds={"bm25": round(t_bm25, 2), "rerank": round(t_rerank, 2)})
     table = level_tables(report, cfg)
     # 4. what a reader needs beside the table: intervals, wins and losses, quality over depth (eval.depth_curve)
@@ -69,8 +69,10 @@ def evaluate_command(cfg: Config, model: str | None = None, split: str | None = 
             if level in levels:
                 write_trec(levels[level].runs["BM25"], tmp / f"bm25{suffix}.trec", "bm25")
                 write_trec(levels[level].runs["reranked"], tmp / f"reranked{suffix}.trec", "crosstune")
-    print(f"evaluate | {report['queries']} {split} queries, BM25 top-{cfg.eval.depth} reranked by {model_path}; "
-          f"fusion from {fusion.source}\n{table}\n-> {out}")
+    print(f"evaluate | {report['queries']} {split} queries, BM25 top-{pipe.depth} reranked by {model_path}; "
+          f"fusion from {fusion.source}" + (f"; cascade {cascade_line(report['cascade'])} (chosen on split "
+                                            f"{report['cascade']['split']!r})" if report.get("cascade") else "")
+          + f"\n{table}\n-> {out}")
     if selection["in_sample"]:
         print(f"warning: {selection['note']}")
     return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 import socket
 
 from crosstune.data.types import DataError
+from crosstune.train.artifact.machine import describe_machine
 from crosstune.train.config import ServeConfig
 from crosstune.train.serving.app import build_app
 
@@ -31,10 +32,23 @@ def describe(pipeline, limits: ServeConfig, search_note: str, url: str) -> str:
               + f" + the cross-encoder ({f.source})") if f.fused else "the cross-encoder's logits"
     batching = (f"batches of up to {limits.batch_max_pairs} pairs, {limits.batch_wait_ms:g} ms wait"
                 if limits.batching else "batching off")
-    return (f"serve | {pipeline.model} ({pipeline.format}, max length {pipeline.max_length}); ranks by {fusion}\n"
+    cascade = "".join(f"{s.name} top-{s.depth} -> " for s in pipeline.stages)
+    cascade = f"; a cascade: BM25 -> {cascade}the model top-{pipeline.depth}" if cascade else ""
+    return (f"serve | {pipeline.model} ({pipeline.format}, max length {pipeline.max_length}); ranks by {fusion}"
+            f"{cascade}\n"
             f"serve | /search: {search_note}; {batching}; limits: {limits.max_texts} texts x {limits.max_chars} chars, "
             f"{limits.max_body_bytes:,} bytes, {limits.timeout_s:g} s, {limits.max_pending} pending\n"
             f"serve | listening on {url} (POST /rerank /search, GET /health /info); Ctrl-C stops")
+
+
+def machine_warning(manifest: dict, here: str) -> str:
+    """A cascade chosen under a latency budget on another machine: its costs, and so its choice, may not hold here."""
+    c = manifest.get("cascade")
+    if not c or not c.get("budget_ms") or c.get("machine") == here:
+        return ""
+    return (f"warning: the cascade was chosen for p95 <= {c['budget_ms']:g} ms on {c.get('machine')}, but this is "
+            f"{here}: its latency here is unmeasured; choose again on this machine (crosstune choose --config X "
+            f"eval.latency_budget_ms={c['budget_ms']:g}, then crosstune export --overwrite)")
 
 
 def serve_command(model: str, cfg, pipeline_cfg, search: bool, host: str | None = None,
@@ -51,6 +65,9 @@ def serve_command(model: str, cfg, pipeline_cfg, search: bool, host: str | None 
     note = f"BM25 over {pipeline_cfg.data.path}, then the rerank" if search else "off (no --config naming a corpus)"
     url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
     print(describe(pipeline, cfg.serve, note, url), flush=True)
+    warning = machine_warning(pipeline.manifest, describe_machine())
+    if warning:
+        print(warning, flush=True)
     # 3. serve until Ctrl-C (uvicorn stops gracefully: requests in flight are answered)
     try:
         uvicorn_server(build_app(pipeline, cfg.serve, search)).run(sockets=[sock])

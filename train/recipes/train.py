@@ -6,6 +6,7 @@ import time
 from crosstune.train.artifact.model import load_model, load_tokenizer
 from crosstune.train.config import Config
 from crosstune.train.evaluation.dashboard import plot_runs
+from crosstune.train.training.cascade_choice import check_budget, check_stage_models, choose_cascade, wants_choice
 from crosstune.train.training.devcheck import DevSet, dev_check
 from crosstune.train.training.loop import Loop, run_loop
 from crosstune.train.training.losses import chance_loss, make_loss
@@ -28,6 +29,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     exports to ONNX within the same budget (demo, adapt)."""
     # 1. inputs checked before the run folder is touched; accelerator, run folder, resolved config
     started = time.time()  # train.time_budget counts from here: loading and retrieval spend it too
+    check_stage_models(cfg)
     accelerator, out, resume_path = start_run(cfg, resume, overwrite, cpu)
     # 2. data: mined groups, tokenized per batch in the collate function; the split that chooses
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.max_length)
@@ -36,6 +38,7 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     # 3. model, optimizer, schedule, loss
     model = load_model(cfg.model.name, cfg.train.dropout, cfg.model.layers)
     params = freeze(model, cfg.model)
+    check_budget(cfg, dev, model, tokenizer, accelerator.num_processes)  # an impossible latency budget stops here
     model, optimizer, loader = prepared(cfg, accelerator, model, loader)
     t = cfg.train
     loss_fn = make_loss(t.loss, t.group_size, t.pos_weight, t.distill_weight, t.distill_temperature, t.teacher_scale)
@@ -62,10 +65,18 @@ def train(cfg: Config, resume: str | None = None, overwrite: bool = False, cpu: 
     state, seconds, pairs_seen = run_loop(loop, state)
     if plan and accelerator.is_main_process:
         finish_plan(out, plan, state.step, steps)
-    # 7. what the run did, and its curves
+    # 7. under eval.latency_budget_ms (or with eval.stage_models): the ranking best/ ships, chosen on the dev split
+    # on this machine, by the main process alone (two processes timing at once would each measure the other)
+    cascade = None
+    if wants_choice(cfg) and dev is not None and (out / "best").is_dir():
+        if accelerator.is_main_process:
+            cascade = choose_cascade(cfg, dev, out / "best", accelerator.print)
+        accelerator.wait_for_everyone()
+    # 8. what the run did, and its curves
     accelerator.end_training()
     summary = {"steps": state.step, **({"planned_steps": plan.steps} if plan else {}), "best_dev_ndcg@10": round(state.best, 4) if state.best >= 0 else None,
-               "train_seconds": round(seconds, 1), "pairs_seen": pairs_seen}
+               "train_seconds": round(seconds, 1), "pairs_seen": pairs_seen,
+               **({"cascade": cascade["chosen"]["label"]} if cascade else {})}
     accelerator.print(f"train | {summary} -> {out}")
     if accelerator.is_main_process:
         accelerator.print(f"train | loss, learning rate and dev nDCG@10 over steps: {plot_runs([str(out)])}")

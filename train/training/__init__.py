@@ -1,1 +1,1 @@
-"""The Accelerate loop and what it needs: setup, dev check, losses, checkpoints, run folders, teacher, student, pair sources. Imports evaluation, ranking, artifact, config and crosstune.data; never serving/."""
+"""The Accelerate loop and what it needs: setup, dev check, losses, checkpoints, run folders, teacher, student, pair sources, the cascade chosen at the end of a run. Imports evaluation, ranking, artifact, config and crosstune.data; never serving/."""
