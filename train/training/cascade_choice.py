@@ -53,6 +53,14 @@ def check_stage_models(cfg: Config) -> None:
                                 "e.g. --format onnx-int8), whose files a cascade can record and check")
 
 
+def retrieved(cfg: Config, dev, depth: int):
+    """(the split's BM25 index, its top-`depth` for every query, the queries timed: a seeded sample)."""
+    index = load_or_build(dev.corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
+    candidates = index.search(dev.queries, depth)
+    n = min(cfg.eval.latency_queries, len(candidates))
+    return index, candidates, random.Random(cfg.train.seed).sample(sorted(candidates), n)
+
+
 def check_budget(cfg: Config, dev, model, tokenizer, processes: int = 1) -> None:
     """Before training, an impossible budget stops the run: every configuration ends with the model, so the cheapest
     is BM25 plus the model at the shallowest depth, timed here with the starting model (the trained one has its
@@ -61,9 +69,7 @@ def check_budget(cfg: Config, dev, model, tokenizer, processes: int = 1) -> None
     if e.latency_budget_ms is None or dev is None or processes > 1:
         return
     depth = min(e.candidate_depths)
-    index = load_or_build(dev.corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
-    candidates = index.search(dev.queries, depth)
-    timed = random.Random(cfg.train.seed).sample(sorted(candidates), min(e.latency_queries, len(candidates)))
+    index, candidates, timed = retrieved(cfg, dev, depth)
     scorer = CrossEncoderScorer(model, tokenizer, cfg.model.max_length, e.batch_size,
                                 max_query_tokens=cfg.model.max_query_tokens)
     model.eval()
@@ -94,9 +100,7 @@ def measure(cfg: Config, dev, best: Path, log=print) -> tuple[Inputs, dict, BiEn
     """The choice's inputs: every scorer's scores of the split's BM25 top max(depths), and its costs here."""
     e = cfg.eval
     depths = sorted(set(e.candidate_depths))
-    index = load_or_build(dev.corpus, cfg.bm25, mined_dir(cfg) / "index", cfg.data.use_title)
-    candidates = index.search(dev.queries, depths[-1])
-    timed = random.Random(cfg.train.seed).sample(sorted(candidates), min(e.latency_queries, len(candidates)))
+    index, candidates, timed = retrieved(cfg, dev, depths[-1])
     scorers, bi = load_scorers(cfg, best)
     scores, costs = {}, {}
     for name, scorer in scorers.items():
